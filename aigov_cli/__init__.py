@@ -1,0 +1,1 @@
+"""The ``aigov`` command line: thin Typer commands over the ``daemon`` library."""

@@ -1,0 +1,213 @@
+"""``aigov init``, ``serve``, ``stop`` and ``status``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from aigov_cli.output import config as load_cfg
+from aigov_cli.output import print_json
+
+
+def register(app: typer.Typer) -> None:
+    """Add the daemon commands to the root app."""
+    app.command("init")(init)
+    app.command("serve")(serve)
+    app.command("stop")(stop)
+    app.command("status")(status)
+
+
+def _write_private(path: Any, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def init(
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a commented default config.toml and policy.toml (never overwrites without --force)."""
+    from daemon.config import default_config_text
+    from daemon.policy.loader import default_policy_text
+
+    cfg = load_cfg()
+    cfg.paths.ensure()
+    for path, text in ((cfg.paths.config_file, default_config_text()), (cfg.policy_path, default_policy_text())):
+        if path.exists() and not force:
+            typer.echo(f"kept     {path} (exists; --force overwrites)")
+            continue
+        _write_private(path, text)
+        typer.echo(f"wrote    {path}")
+    typer.echo(f"database {cfg.db_file} (created on first use)")
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+
+
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on. [default: 127.0.0.1]",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (0: any free port). [default: 8080]",
+                                             show_default=False)] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; log to the home's aigov.log.")] = False,
+) -> None:
+    """Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C."""
+    import asyncio
+
+    from daemon.server import daemon_running, serve as run
+
+    cfg = load_cfg(host=host, port=port)
+    running = daemon_running(cfg.paths.pid_file)
+    if running:
+        from daemon.errors import ConfigError
+
+        raise ConfigError(
+            f"aigov is already running for this home (pid {running.get('pid', '?')}, {running.get('url', '?')}); "
+            "stop it with `aigov stop` or use another --home"
+        )
+    if detach:
+        _detach(cfg, host, port)
+        return
+    _setup_logging(cfg.log_level)
+
+    def ready(url: str) -> None:
+        sys.stderr.write(
+            f"aigov is ready at {url}\n"
+            f"  create a key:  aigov keys create --name demo\n"
+            f"  send a check:  curl -H 'Authorization: Bearer <token>' -H 'Content-Type: application/json' "
+            f"-d '{{\"model\":\"gpt-4o\",\"operation\":\"chat\",\"input_text\":\"hello\"}}' {url}/v1/check\n"
+        )
+        sys.stderr.flush()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(cfg, ready))
+    else:
+        uvloop.run(run(cfg, ready))
+
+
+def _detach(cfg: Any, host: str | None, port: int | None) -> None:
+    """Start ``aigov serve`` as a background process and wait until it answers."""
+    from daemon.errors import ConfigError
+    from daemon.server import daemon_running
+
+    cfg.paths.ensure()
+    args = [sys.executable, "-m", "aigov_cli", "serve"]
+    if host is not None:
+        args += ["--host", host]
+    if port is not None:
+        args += ["--port", str(port)]
+    logf = os.open(cfg.paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
+    os.close(logf)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            tail = cfg.paths.log_file.read_text(errors="replace").strip().splitlines()[-1:]
+            raise ConfigError(f"the daemon exited at start ({tail[0] if tail else 'no log'})")
+        info = daemon_running(cfg.paths.pid_file)
+        if info and info.get("url") and _get_json(f"{info['url']}/healthz") is not None:
+            typer.echo(f"aigov started in the background: pid {info['pid']}, {info['url']}")
+            typer.echo(f"  log: {cfg.paths.log_file}   stop: aigov stop")
+            return
+        time.sleep(0.1)
+    raise ConfigError(f"the daemon did not become ready within 30 s; see {cfg.paths.log_file}")
+
+
+def _get_json(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            data = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            data = json.loads(e.read())
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def stop(
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the daemon to exit.")] = 60.0,
+) -> None:
+    """Stop the running daemon (SIGTERM) and wait until it has flushed and exited."""
+    import signal
+
+    from daemon.errors import AigovError
+    from daemon.server import daemon_running
+
+    cfg = load_cfg()
+    info = daemon_running(cfg.paths.pid_file)
+    if not info or not info.get("pid"):
+        typer.echo("aigov is not running")
+        return
+    pid = int(info["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        typer.echo("aigov is not running")
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not daemon_running(cfg.paths.pid_file):
+            typer.echo(f"aigov stopped (pid {pid})")
+            return
+        time.sleep(0.05)
+    raise AigovError(f"the daemon (pid {pid}) did not exit within {timeout:g} s")
+
+
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running."""
+    from daemon.server import daemon_running
+
+    cfg = load_cfg()
+    info = daemon_running(cfg.paths.pid_file)
+    out: dict[str, Any] = {"running": bool(info), "home": str(cfg.paths.home or cfg.paths.config_dir),
+                           "db": str(cfg.db_file)}
+    if info:
+        out.update(pid=info.get("pid"), url=info.get("url"))
+        ready = _get_json(f"{info.get('url')}/readyz") if info.get("url") else None
+        if ready:
+            out.update(
+                uptime_seconds=ready.get("uptime_seconds"), active_keys=ready.get("active_keys"),
+                queue_depth=ready.get("queue_depth"), ready=ready.get("ready"),
+                policy_version=ready.get("policy_version"), version=ready.get("version"),
+            )
+        else:
+            out["ready"] = False
+    if as_json:
+        print_json(out)
+    elif info:
+        typer.echo(f"aigov is running: pid {out['pid']}, {out['url']}")
+        if "uptime_seconds" in out:
+            typer.echo(
+                f"  uptime {out['uptime_seconds']:.0f}s, {out['active_keys']} active keys, "
+                f"decision-log queue {out['queue_depth']}, policy {out['policy_version']}"
+            )
+        else:
+            typer.echo("  (not answering /readyz)")
+    else:
+        typer.echo("aigov is not running")
+    if not info:
+        raise typer.Exit(1)

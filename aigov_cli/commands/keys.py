@@ -1,0 +1,233 @@
+"""``aigov keys``: create, list, show, revoke, rotate and update API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aigov_cli.output import config as load_cfg
+from aigov_cli.output import console, iso, print_json
+
+if TYPE_CHECKING:
+    from daemon.storage.keys import KeyRecord, KeyStore
+
+app = typer.Typer(help="Create, list, show, revoke and rotate API keys.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+KeyIdArg = Annotated[str, typer.Argument(help="The key id (the middle part of the token).", metavar="KEY_ID")]
+
+
+def _rate(text: str | None) -> tuple[int, float] | None:
+    from daemon.errors import ConfigError
+    from daemon.units import parse_rate
+
+    if text is None:
+        return None
+    try:
+        return parse_rate(text)
+    except ValueError as e:
+        raise ConfigError(f"--rate-limit: {e}") from None
+
+
+def _duration(option: str, text: str | None) -> float | None:
+    from daemon.errors import ConfigError
+    from daemon.units import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise ConfigError(f"{option}: {e}") from None
+
+
+def key_json(rec: KeyRecord, now: float | None = None) -> dict[str, Any]:
+    """The public JSON form of a key (no secrets)."""
+    d = rec.public(now)
+    for k in ("created_at", "expires_at", "revoked_at", "rotated_at", "last_used_at", "grace_until"):
+        d[k] = iso(d[k])
+    return d
+
+
+def _run(fn: Any) -> Any:
+    from daemon.keyadmin import with_store
+
+    cfg = load_cfg()
+    return cfg, asyncio.run(with_store(cfg, lambda store: fn(store, cfg)))
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Option("--name", help="A name to recognise the key by.")],
+    rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="N/PERIOD, e.g. 100/60s, 1000/1h. "
+                                                   "[default: the config's default_rate_limit, 100/60s]",
+                                                   show_default=False)] = None,
+    expires_in: Annotated[str | None, typer.Option("--expires-in", help="Expire after this long, e.g. 90d, 12h. "
+                                                   "[default: never]", show_default=False)] = None,
+    policy: Annotated[str, typer.Option("--policy", help="The named policy this key's checks use.")] = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key and print its token (shown only this once)."""
+    from daemon.errors import ConfigError
+    from daemon.keyadmin import check_policy_name, create as do_create
+
+    if not name.strip() or len(name) > 128:
+        raise ConfigError("--name must be 1 to 128 characters")
+    rate = _rate(rate_limit)
+    expires = _duration("--expires-in", expires_in)
+    if expires is not None and expires <= 0:
+        raise ConfigError("--expires-in must be positive")
+
+    async def go(store: KeyStore, cfg: Any) -> tuple[KeyRecord, str]:
+        limit, window = rate or cfg.rate_limit
+        await asyncio.to_thread(check_policy_name, cfg, policy)
+        return await do_create(store, cfg, name=name, limit=limit, window=window, expires_in=expires, policy=policy)
+
+    _, (rec, token) = _run(go)
+    if as_json:
+        print_json({**key_json(rec), "token": token})
+        return
+    c = console()
+    c.print(f"Created key [bold]{rec.key_id}[/] ({rec.name}), rate limit {key_json(rec)['rate_limit']}, "
+            f"policy {rec.policy}, expires {iso(rec.expires_at) or 'never'}.")
+    c.print("Token (shown only now; store it in your secret manager):")
+    typer.echo(token)
+
+
+@app.command("list")
+def list_keys(
+    all_keys: Annotated[bool, typer.Option("--all", help="Include revoked and expired keys.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List keys (active only unless --all); never shows secrets."""
+
+    async def go(store: KeyStore, cfg: Any) -> list[KeyRecord]:
+        return await store.list()
+
+    _, recs = _run(go)
+    now = time.time()
+    rows = [key_json(r, now) for r in recs if all_keys or r.status(now) == "active"]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    t = Table("key_id", "name", "status", "rate limit", "policy", "created", "expires", "last used")
+    for r in rows:
+        t.add_row(r["key_id"], r["name"], r["status"], r["rate_limit"], r["policy"], r["created_at"],
+                  r["expires_at"] or "never", r["last_used_at"] or "-")
+    c = console()
+    if rows:
+        c.print(t)
+    else:
+        c.print("No keys." + ("" if all_keys else " (--all shows revoked and expired ones)"))
+
+
+def _get(key_id: str) -> Any:
+    from daemon.errors import NotFoundError
+    from daemon.keyadmin import check_key_id
+
+    check_key_id(key_id)
+
+    async def go(store: KeyStore, cfg: Any) -> KeyRecord | None:
+        return await store.get(key_id)
+
+    _, rec = _run(go)
+    if rec is None:
+        raise NotFoundError(f"no key with id {key_id!r}")
+    return rec
+
+
+@app.command("show")
+def show(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
+    """Show one key."""
+    d = key_json(_get(key_id))
+    if as_json:
+        print_json(d)
+        return
+    for k, v in d.items():
+        typer.echo(f"{k:<13} {v if v is not None else '-'}")
+
+
+@app.command("revoke")
+def revoke(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
+    """Revoke a key; the running daemon refuses it within a second."""
+    from daemon.keyadmin import check_key_id
+
+    check_key_id(key_id)
+
+    async def go(store: KeyStore, cfg: Any) -> KeyRecord:
+        return await store.revoke(key_id, time.time())
+
+    _, rec = _run(go)
+    if as_json:
+        print_json(key_json(rec))
+    else:
+        typer.echo(f"revoked {rec.key_id} ({rec.name}) at {iso(rec.revoked_at)}")
+
+
+@app.command("rotate")
+def rotate(
+    key_id: KeyIdArg,
+    grace: Annotated[str | None, typer.Option("--grace", help="Keep the old token valid this long, e.g. 1h. "
+                                              "[default: 0, the old token stops at once]", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a key a new token (shown once); the old one stays valid for --grace."""
+    from daemon.keyadmin import rotate as do_rotate
+
+    grace_s = _duration("--grace", grace)
+
+    async def go(store: KeyStore, cfg: Any) -> tuple[KeyRecord, str]:
+        return await do_rotate(store, cfg, key_id, grace_s)
+
+    _, (rec, token) = _run(go)
+    if as_json:
+        print_json({**key_json(rec), "token": token})
+        return
+    until = iso(rec.prev_expires_at) if grace_s else None
+    console().print(f"Rotated {rec.key_id}; old token valid {'until ' + str(until) if until else 'no longer'}.")
+    console().print("New token (shown only now):")
+    typer.echo(token)
+
+
+@app.command("update")
+def update(
+    key_id: KeyIdArg,
+    rate_limit: Annotated[str | None, typer.Option("--rate-limit", help="New limit, N/PERIOD.")] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="New policy name.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="New name.")] = None,
+    expires_in: Annotated[str | None, typer.Option("--expires-in", help="Expire this long from now.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a key's rate limit, policy, name or expiry (the daemon picks it up within a second)."""
+    from daemon.errors import ConfigError
+    from daemon.keyadmin import check_key_id, check_policy_name
+
+    check_key_id(key_id)
+    fields: dict[str, Any] = {}
+    rate = _rate(rate_limit)
+    if rate:
+        fields["rate_limit"], fields["rate_window"] = rate
+    if name is not None:
+        fields["name"] = name
+    exp = _duration("--expires-in", expires_in)
+    if exp is not None:
+        fields["expires_at"] = time.time() + exp
+    if not fields and policy is None:
+        raise ConfigError("nothing to change: give --rate-limit, --policy, --name or --expires-in")
+
+    async def go(store: KeyStore, cfg: Any) -> KeyRecord:
+        if policy is not None:
+            await asyncio.to_thread(check_policy_name, cfg, policy)
+            fields["policy"] = policy
+        return await store.update(key_id, **fields)
+
+    _, rec = _run(go)
+    if as_json:
+        print_json(key_json(rec))
+    else:
+        typer.echo(f"updated {rec.key_id}: rate limit {key_json(rec)['rate_limit']}, policy {rec.policy}")

@@ -1,0 +1,543 @@
+"""The open-model sender: a raw asyncio HTTP/1.1 keep-alive client driven by an arrival schedule.
+
+Every request has an *intended* start time from the schedule. It is written on
+an idle keep-alive connection at that time, or, when none is idle, queued while
+a new connection opens (up to ``connections``). Latency is measured from the
+intended time, not from the moment the bytes left, so a stalled server shows up
+in the percentiles instead of silently slowing the sender down (wrk2's
+coordinated-omission correction). The uncorrected service time is kept beside
+it. Requests are pre-encoded; responses are parsed only as far as the status
+line, ``Content-Length``/chunked framing and ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aigov_cli.loadtest.histogram import Histogram
+from aigov_cli.loadtest.scenarios import LATE_THRESHOLD_S, Pacer, PhaseSpec, iter_schedule
+
+MAX_HEADER_BYTES = 64 * 1024
+DISPATCH_BATCH = 256
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything a sender needs; picklable so worker processes get their own copy."""
+
+    host: str
+    port: int
+    host_header: str
+    path: str
+    main_token: str
+    bodies: tuple[bytes, ...]
+    probe_tokens: tuple[str, ...] = ()
+    probe_body: bytes = b'{"model":"gpt-4o","operation":"chat","input_text":"rate limit probe"}'
+    connections: int = 256
+    timeout_s: float = 10.0
+    tick_s: float = 0.5
+
+
+def encode_request(cfg: EngineConfig, token: str, body: bytes) -> bytes:
+    """One complete pre-encoded POST request."""
+    head = (
+        f"POST {cfg.path} HTTP/1.1\r\n"
+        f"Host: {cfg.host_header}\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        "Content-Type: application/json\r\n"
+        "User-Agent: aigov-loadtest\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+@dataclass
+class Tick:
+    """What happened during one progress tick of one phase (deltas, mergeable across workers)."""
+
+    phase: int
+    index: int
+    sent: int = 0
+    completed: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    late: int = 0
+    hist: Histogram = field(default_factory=Histogram)
+
+    def merge(self, other: Tick) -> None:
+        """Add another worker's tick with the same phase and index."""
+        self.sent += other.sent
+        self.completed += other.completed
+        self.errors += other.errors
+        self.rate_limited += other.rate_limited
+        self.late += other.late
+        self.hist.merge(other.hist)
+
+
+@dataclass
+class PhaseResult:
+    """Totals of one phase (one worker, or several merged)."""
+
+    phase: int
+    spec: PhaseSpec
+    latency: Histogram = field(default_factory=Histogram)
+    service: Histogram = field(default_factory=Histogram)
+    scheduled: int = 0
+    sent: int = 0
+    completed: int = 0
+    ok: int = 0
+    rate_limited: int = 0
+    abandoned: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    probes: dict[int, list[int]] = field(default_factory=dict)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    late: int = 0
+    max_lag_s: float = 0.0
+    dispatch_late: int = 0
+    dispatch_max_lag_s: float = 0.0
+    pool_exhausted: int = 0
+    connections_opened: int = 0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    schedule_s: float = 0.0
+    max_cpu_ratio: float = 0.0
+    interrupted: bool = False
+    workers: int = 1
+
+    @property
+    def error_count(self) -> int:
+        """Requests that failed: transport errors and non-2xx answers (probes' 429s excluded)."""
+        return sum(self.errors.values())
+
+    @property
+    def finished(self) -> int:
+        """Requests with an outcome: a response or a transport error."""
+        return self.completed + sum(v for k, v in self.errors.items() if not k.startswith("http_")
+                                    and k != "rate_limited")
+
+    def merge(self, other: PhaseResult) -> None:
+        """Fold another worker's result for the same phase into this one."""
+        self.latency.merge(other.latency)
+        self.service.merge(other.service)
+        for name in ("scheduled", "sent", "completed", "ok", "rate_limited", "abandoned", "bytes_sent",
+                     "bytes_received", "late", "dispatch_late", "pool_exhausted", "connections_opened"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for code, n in other.statuses.items():
+            self.statuses[code] = self.statuses.get(code, 0) + n
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        for tag, counts in other.probes.items():
+            mine = self.probes.setdefault(tag, [0, 0, 0, 0])
+            for i, n in enumerate(counts):
+                mine[i] += n
+        self.max_lag_s = max(self.max_lag_s, other.max_lag_s)
+        self.dispatch_max_lag_s = max(self.dispatch_max_lag_s, other.dispatch_max_lag_s)
+        self.cpu_s += other.cpu_s
+        self.wall_s = max(self.wall_s, other.wall_s)
+        self.schedule_s = max(self.schedule_s, other.schedule_s)
+        self.max_cpu_ratio = max(self.max_cpu_ratio, other.max_cpu_ratio)
+        self.interrupted = self.interrupted or other.interrupted
+        self.workers += other.workers
+
+
+def _chunked_end(buf: bytes, start: int) -> int:
+    """Index just past a complete chunked body starting at ``start``, or -1 if incomplete."""
+    pos = start
+    n = len(buf)
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            return -1
+        size_text = buf[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _ProtocolError("bad chunk size") from None
+        pos = eol + 2
+        if size == 0:
+            end = buf.find(b"\r\n\r\n", pos - 2)
+            return end + 4 if end >= 0 else -1
+        pos += size + 2
+        if pos > n:
+            return -1
+
+
+class _ProtocolError(Exception):
+    pass
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection carrying at most one request at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.busy = False
+        self.intended = 0.0
+        self.sent_at = 0.0
+        self.tag = 0
+        self.body_start = -1
+        self.need = -1
+        self.status = 0
+        self.chunked = False
+        self.close_after = False
+        self.dead = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.engine._connected(self)
+
+    def send(self, data: bytes, intended: float, tag: int, now: float) -> None:
+        self.busy = True
+        self.intended = intended
+        self.sent_at = now
+        self.tag = tag
+        self.buf = b""
+        self.need = -1
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            self._fail("protocol")
+            return
+        buf = self.buf + data if self.buf else data
+        try:
+            if self.need < 0:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEADER_BYTES:
+                        raise _ProtocolError("header too long")
+                    self.buf = buf
+                    return
+                head = buf[:end].lower()
+                if not head.startswith(b"http/1."):
+                    raise _ProtocolError("not HTTP/1.x")
+                self.status = int(head[9:12])
+                self.body_start = end + 4
+                self.close_after = b"\r\nconnection: close" in head
+                cl = head.find(b"\r\ncontent-length:")
+                if cl >= 0:
+                    eol = head.find(b"\r\n", cl + 17)
+                    self.need = self.body_start + int(head[cl + 17: eol if eol >= 0 else len(head)])
+                    self.chunked = False
+                elif b"\r\ntransfer-encoding: chunked" in head:
+                    self.chunked = True
+                    self.need = 0
+                elif self.status in (204, 304) or 100 <= self.status < 200:
+                    self.need = self.body_start
+                    self.chunked = False
+                else:
+                    raise _ProtocolError("response without length")
+            if self.chunked:
+                end_at = _chunked_end(buf, self.body_start)
+                if end_at < 0:
+                    self.buf = buf
+                    return
+                total = end_at
+            else:
+                total = self.need
+                if len(buf) < total:
+                    self.buf = buf
+                    return
+            if len(buf) > total:
+                raise _ProtocolError("unexpected bytes after response")
+        except (_ProtocolError, ValueError):
+            self._fail("protocol")
+            return
+        self.buf = b""
+        self.busy = False
+        self.engine._response(self, self.status, len(buf))
+
+    def _fail(self, kind: str) -> None:
+        if self.busy:
+            self.busy = False
+            self.engine._request_failed(self, kind)
+        self.dead = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_busy = self.busy
+        self.busy = False
+        self.engine._lost(self, was_busy)
+
+
+class Engine:
+    """Sends phases of a schedule over a pool of keep-alive connections and measures them."""
+
+    def __init__(self, cfg: EngineConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.main_reqs = [encode_request(cfg, cfg.main_token, b) for b in cfg.bodies]
+        self.probe_reqs = [encode_request(cfg, t, cfg.probe_body) for t in cfg.probe_tokens]
+        self.idle: list[_Conn] = []
+        self.conns: set[_Conn] = set()
+        self.backlog: deque[tuple[float, int]] = deque()
+        self.connecting = 0
+        self.in_flight = 0
+        self.rr = 0
+        self._stopping = False
+        self._drained: asyncio.Event | None = None
+        self._r = PhaseResult(phase=-1, spec=PhaseSpec(rate=0, duration_s=0))
+        self._tick = Tick(phase=-1, index=0)
+        self._connect_tasks: set[asyncio.Task[None]] = set()
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop scheduling new requests; the current phase finishes what is in flight briefly."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
+    def close(self) -> None:
+        """Abort every connection."""
+        for c in list(self.conns):
+            if c.transport is not None:
+                c.transport.abort()
+        self.idle.clear()
+        for t in self._connect_tasks:
+            t.cancel()
+
+    async def run_phase(self, index: int, spec: PhaseSpec, t0: float, worker: int = 0, workers: int = 1,
+                        on_tick: Callable[[Tick], None] | None = None) -> PhaseResult:
+        """Run one phase from absolute monotonic time ``t0`` and return its totals."""
+        r = self._r = PhaseResult(phase=index, spec=spec)
+        self._tick = Tick(phase=index, index=0)
+        self._drained = asyncio.Event()
+        clock = self.clock
+        pacer = Pacer(iter_schedule(spec, worker, workers), t0, clock)
+        cpu0 = time.process_time()
+        ticker = asyncio.ensure_future(self._ticker(index, t0, on_tick))
+        reaper = asyncio.ensure_future(self._reaper())
+        self._ensure_capacity(min(8, self.cfg.connections))
+        try:
+            delay = t0 - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            start = self._start
+            while not self._stopping:
+                for intended, tag in pacer.due(DISPATCH_BATCH):
+                    start(intended, tag)
+                wait = pacer.wait_s()
+                if wait is None:
+                    break
+                await asyncio.sleep(min(wait, 0.05))
+            r.schedule_s = max(0.0, clock() - t0)
+            r.interrupted = self._stopping and not pacer.done
+            grace = min(2.0, self.cfg.timeout_s) if self._stopping else self.cfg.timeout_s + 1.0
+            if self.in_flight or self.backlog:
+                self._drained.clear()
+                try:
+                    await asyncio.wait_for(self._drained.wait(), grace)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            ticker.cancel()
+            reaper.cancel()
+            r.abandoned += self.in_flight + len(self.backlog)
+            if self.in_flight or self.backlog:
+                self.backlog.clear()
+                for c in list(self.conns):
+                    if c.busy and c.transport is not None:
+                        c.busy = False
+                        c.transport.abort()
+                self.in_flight = 0
+        r.scheduled = pacer.started
+        r.dispatch_late = pacer.late
+        r.dispatch_max_lag_s = pacer.max_lag_s
+        r.wall_s = max(1e-9, clock() - t0)
+        r.cpu_s = time.process_time() - cpu0
+        r.max_cpu_ratio = r.cpu_s / max(r.schedule_s, 1e-9) if r.schedule_s > 0.2 else 0.0
+        self._emit_tick(on_tick)
+        return r
+
+    # -- ticks and timeouts ------------------------------------------------------------------
+
+    def _emit_tick(self, on_tick: Callable[[Tick], None] | None) -> None:
+        t = self._tick
+        self._tick = Tick(phase=t.phase, index=t.index + 1)
+        if on_tick is not None:
+            on_tick(t)
+
+    async def _ticker(self, index: int, t0: float, on_tick: Callable[[Tick], None] | None) -> None:
+        tick_s = self.cfg.tick_s
+        k = 1
+        while True:
+            delay = t0 + k * tick_s - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._emit_tick(on_tick)
+            k += 1
+
+    async def _reaper(self) -> None:
+        timeout = self.cfg.timeout_s
+        period = min(0.25, timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            now = self.clock()
+            for c in list(self.conns):
+                if c.busy and now - c.sent_at > timeout:
+                    c._fail("timeout")
+            backlog = self.backlog
+            while backlog and now - backlog[0][0] > timeout:
+                backlog.popleft()
+                self._count_error("timeout")
+            self._check_drained()
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def _start(self, intended: float, tag: int) -> None:
+        if self.idle:
+            self._send(self.idle.pop(), intended, tag)
+            return
+        self.backlog.append((intended, tag))
+        if len(self.conns) + self.connecting >= self.cfg.connections:
+            self._r.pool_exhausted += 1
+        elif len(self.backlog) > self.connecting:
+            self._open()
+
+    def _send(self, conn: _Conn, intended: float, tag: int) -> None:
+        now = self.clock()
+        if tag == 0:
+            reqs = self.main_reqs
+            data = reqs[self.rr % len(reqs)]
+            self.rr += 1
+        else:
+            data = self.probe_reqs[tag - 1]
+            self._r.probes.setdefault(tag, [0, 0, 0, 0])[0] += 1
+        lag = now - intended
+        r = self._r
+        if lag > LATE_THRESHOLD_S:
+            r.late += 1
+            self._tick.late += 1
+        if lag > r.max_lag_s:
+            r.max_lag_s = lag
+        r.sent += 1
+        r.bytes_sent += len(data)
+        self._tick.sent += 1
+        self.in_flight += 1
+        conn.send(data, intended, tag, now)
+
+    def _next_for(self, conn: _Conn) -> None:
+        if self.backlog:
+            intended, tag = self.backlog.popleft()
+            self._send(conn, intended, tag)
+        else:
+            self.idle.append(conn)
+            self._check_drained()
+
+    def _response(self, conn: _Conn, status: int, nbytes: int) -> None:
+        now = self.clock()
+        self.in_flight -= 1
+        r = self._r
+        t = self._tick
+        lat = int((now - conn.intended) * 1e6)
+        r.latency.record(lat)
+        t.hist.record(lat)
+        r.service.record(int((now - conn.sent_at) * 1e6))
+        r.completed += 1
+        t.completed += 1
+        r.bytes_received += nbytes
+        st = r.statuses
+        st[status] = st.get(status, 0) + 1
+        tag = conn.tag
+        if tag:
+            p = r.probes.setdefault(tag, [0, 0, 0, 0])
+            if 200 <= status < 300:
+                p[1] += 1
+            elif status == 429:
+                p[2] += 1
+            else:
+                p[3] += 1
+                self._count_error(f"http_{status // 100}xx")
+        elif 200 <= status < 300:
+            r.ok += 1
+        elif status == 429:
+            r.rate_limited += 1
+            t.rate_limited += 1
+            self._count_error("rate_limited")
+        else:
+            self._count_error(f"http_{status // 100}xx")
+        if conn.close_after:
+            conn.dead = True
+            if conn.transport is not None:
+                conn.transport.close()
+            self._check_drained()
+            return
+        self._next_for(conn)
+
+    def _count_error(self, kind: str) -> None:
+        errs = self._r.errors
+        errs[kind] = errs.get(kind, 0) + 1
+        self._tick.errors += 1
+
+    def _request_failed(self, conn: _Conn, kind: str) -> None:
+        self.in_flight -= 1
+        if conn.tag:
+            self._r.probes.setdefault(conn.tag, [0, 0, 0, 0])[3] += 1
+        self._count_error(kind)
+        self._check_drained()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _ensure_capacity(self, n: int) -> None:
+        while len(self.conns) + self.connecting < n:
+            self._open()
+
+    def _open(self) -> None:
+        self.connecting += 1
+        task = asyncio.ensure_future(self._connect())
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: _Conn(self), self.cfg.host, self.cfg.port)
+        except OSError:
+            self.connecting -= 1
+            if self.backlog:
+                self.backlog.popleft()
+                self._count_error("connect")
+                self._check_drained()
+            return
+        except asyncio.CancelledError:
+            self.connecting -= 1
+            raise
+
+    def _connected(self, conn: _Conn) -> None:
+        self.connecting -= 1
+        self.conns.add(conn)
+        self._r.connections_opened += 1
+        self._next_for(conn)
+        if self.backlog and len(self.backlog) > self.connecting:
+            if len(self.conns) + self.connecting < self.cfg.connections:
+                self._open()
+
+    def _lost(self, conn: _Conn, was_busy: bool) -> None:
+        self.conns.discard(conn)
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if was_busy:
+            self._request_failed(conn, "connection_closed")
+        if self.backlog and len(self.backlog) > self.connecting and not self._stopping:
+            if len(self.conns) + self.connecting < self.cfg.connections:
+                self._open()
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._drained is not None and not self.in_flight and not self.backlog:
+            self._drained.set()

@@ -1,0 +1,192 @@
+"""The application factory: ``create_app(config) -> web.Application``.
+
+Each resource has its own cleanup context, registered in dependency order:
+the database and key table first, then the decision log. aiohttp cleans up
+in reverse, so on shutdown the log is flushed before the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiosqlite
+from aiohttp import web
+
+from daemon import __version__
+from daemon.auth import Authenticator
+from daemon.config import Config
+from daemon.decisionlog import DecisionLog, SqliteDecisionStore
+from daemon.handlers import CheckHandler, get_only, json_response, not_found
+from daemon.metrics import CONTENT_TYPE, Stats, build_registry, render
+from daemon.openapi import openapi_spec
+from daemon.policy.loader import PolicySet, load_policy_file
+from daemon.ratelimit import MemoryRateLimiter, RateLimiter
+from daemon.storage import db as dbmod
+from daemon.storage.keys import SqliteKeyStore
+
+log = logging.getLogger("aigov")
+
+LAST_USED_FLUSH_SECONDS = 10.0
+
+
+class Service:
+    """Everything the handlers need, built by :func:`create_app` and filled in at startup."""
+
+    def __init__(self, config: Config, limiter: RateLimiter | None = None) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.registry = build_registry(self.stats)
+        self.auth = Authenticator()
+        self.limiter: RateLimiter = limiter or MemoryRateLimiter()
+        self.policies: PolicySet = load_policy_file(config.policy_path)
+        self.last_used: dict[str, float] = {}
+        self.closing = False
+        self.started = time.time()
+        self.db: aiosqlite.Connection | None = None
+        self.keystore: SqliteKeyStore | None = None
+        self.key_seq = 0
+        self.dlog: DecisionLog = DecisionLog(
+            SqliteDecisionStore(config.db_file, config.log_inputs),
+            batch_size=config.log_batch_size,
+            flush_interval=config.log_flush_interval,
+            max_queue=config.log_queue_size,
+            enqueue_timeout=config.log_enqueue_timeout,
+            on_written=self._written,
+            on_error=self._write_error,
+        )
+        self.stats.queue_size = self.dlog.qsize
+        self.stats.active_keys = self.auth.active_count
+
+    def _written(self, n: int) -> None:
+        self.stats.decisions_written += n
+
+    def _write_error(self) -> None:
+        self.stats.decision_log_errors += 1
+
+    async def reload_policy(self) -> PolicySet:
+        """Load the policy file off the loop and swap it in atomically; PolicyError leaves the old one."""
+        new = await asyncio.to_thread(load_policy_file, self.config.policy_path)
+        self.policies = new
+        return new
+
+    async def refresh_keys(self) -> None:
+        """Pick up keys created, changed or revoked since the last look."""
+        assert self.keystore is not None
+        changed = await self.keystore.changed_since(self.key_seq)
+        if changed:
+            self.auth.load(changed)
+            for rec in changed:
+                if rec.revoked_at is not None:
+                    self.limiter.forget(rec.key_id)
+            self.key_seq = max(self.key_seq, max(r.seq for r in changed))
+
+    async def flush_last_used(self) -> None:
+        """Write last-use times gathered since the previous flush, in one transaction."""
+        if self.last_used and self.keystore is not None:
+            batch, self.last_used = self.last_used, {}
+            await self.keystore.touch(batch)
+
+    def status(self) -> dict[str, Any]:
+        """What ``aigov status`` and ``/readyz`` show."""
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "active_keys": self.auth.active_count(),
+            "queue_depth": self.dlog.qsize(),
+            "decision_log_healthy": self.dlog.healthy,
+            "policy_version": self.policies.version,
+            "policies": self.policies.names,
+        }
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+async def _key_refresher(svc: Service) -> None:
+    last_flush = time.monotonic()
+    while True:
+        await asyncio.sleep(svc.config.key_refresh_interval)
+        try:
+            await svc.refresh_keys()
+            if time.monotonic() - last_flush >= LAST_USED_FLUSH_SECONDS:
+                last_flush = time.monotonic()
+                await svc.flush_last_used()
+        except Exception as e:  # the database may be busy or briefly unreadable: keep the last table
+            log.warning("could not refresh keys: %s", e)
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the database, load the key table, keep it fresh; close on shutdown."""
+    svc = app[SERVICE]
+    svc.db = await dbmod.connect(svc.config.db_file)
+    svc.keystore = SqliteKeyStore(svc.db)
+    await svc.refresh_keys()
+    task = asyncio.create_task(_key_refresher(svc), name="aigov-key-refresher")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(Exception):
+        await svc.flush_last_used()
+    await svc.db.close()
+    svc.auth.close()
+
+
+async def decision_log_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the decision writer; on shutdown refuse new records and write all queued ones."""
+    svc = app[SERVICE]
+    await svc.dlog.start()
+    yield
+    svc.closing = True
+    await svc.dlog.close(timeout=max(30.0, svc.config.shutdown_timeout))
+
+
+def create_app(config: Config, *, limiter: RateLimiter | None = None) -> web.Application:
+    """Build the aiohttp application for ``config``; PolicyError if the policy file is invalid."""
+    svc = Service(config, limiter)
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app[SERVICE] = svc
+    app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(decision_log_ctx)
+
+    async def healthz(request: web.Request) -> web.StreamResponse:
+        return json_response({"status": "ok", "uptime_seconds": round(time.time() - svc.started, 3)})
+
+    async def readyz(request: web.Request) -> web.StreamResponse:
+        status = svc.status()
+        problems = []
+        try:
+            assert svc.db is not None
+            async with svc.db.execute("SELECT 1") as cur:
+                await cur.fetchone()
+        except Exception as e:
+            problems.append(f"database: {e}")
+        if not svc.dlog.healthy:
+            problems.append("decision log: writes are failing")
+        if svc.closing:
+            problems.append("shutting down")
+        status["ready"] = not problems
+        status["problems"] = problems
+        return json_response(status, status=200 if not problems else 503)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=render(svc.registry), headers={"Content-Type": CONTENT_TYPE,
+                                                                "Cache-Control": "no-store"})
+
+    spec = openapi_spec()
+
+    async def openapi(request: web.Request) -> web.StreamResponse:
+        return json_response(spec)
+
+    app.router.add_route("*", "/v1/check", CheckHandler(svc))
+    for path, fn in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics), ("/openapi.json", openapi)):
+        app.router.add_route("*", path, get_only(svc, path, fn))
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app

@@ -1,0 +1,271 @@
+"""Configuration: one frozen :class:`Config`, loaded with the precedence
+command-line flag > ``AIGOV_*`` environment variable > ``config.toml`` > default.
+
+Paths: ``AIGOV_HOME`` (or ``aigov --home``) puts every file under one
+directory; without it platformdirs' per-user config, data and state
+directories for "aigov" are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ConfigError
+from daemon.units import parse_duration, parse_rate
+
+CONFIG_FILE = "config.toml"
+POLICY_FILE = "policy.toml"
+DB_FILE = "aigov.db"
+PID_FILE = "aigov.pid"
+LOG_FILE = "aigov.log"
+LOG_INPUTS = ("none", "redacted", "full")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where aigov keeps its files."""
+
+    config_dir: Path
+    data_dir: Path
+    state_dir: Path
+    home: Path | None = None
+
+    @property
+    def config_file(self) -> Path:
+        """The TOML configuration file."""
+        return self.config_dir / CONFIG_FILE
+
+    @property
+    def default_policy_file(self) -> Path:
+        """The policy file used when ``policy_file`` is not configured."""
+        return self.config_dir / POLICY_FILE
+
+    @property
+    def db_file(self) -> Path:
+        """The default SQLite database."""
+        return self.data_dir / DB_FILE
+
+    @property
+    def pid_file(self) -> Path:
+        """The running daemon's pid file (also its single-instance lock)."""
+        return self.state_dir / PID_FILE
+
+    @property
+    def log_file(self) -> Path:
+        """The log file of a detached daemon."""
+        return self.state_dir / LOG_FILE
+
+    def ensure(self) -> None:
+        """Create the directories, mode 0700."""
+        for d in {self.config_dir, self.data_dir, self.state_dir}:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def resolve_paths(env: Mapping[str, str] | None = None) -> Paths:
+    """Paths from ``AIGOV_HOME`` or the platform's per-user directories."""
+    env = os.environ if env is None else env
+    home = env.get("AIGOV_HOME")
+    if home:
+        h = Path(home).expanduser().absolute()
+        return Paths(h, h, h, home=h)
+    import platformdirs
+
+    return Paths(
+        Path(platformdirs.user_config_dir("aigov")),
+        Path(platformdirs.user_data_dir("aigov")),
+        Path(platformdirs.user_state_dir("aigov")),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of aigov, with its default. Immutable; build a new one to change it."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db_path: str = ""
+    policy_file: str = ""
+    max_body_bytes: int = 1024 * 1024
+    bcrypt_cost: int = 12
+    default_rate_limit: str = "100/60s"
+    log_inputs: str = "redacted"
+    log_batch_size: int = 50
+    log_flush_interval: float = 5.0
+    log_queue_size: int = 10_000
+    log_enqueue_timeout: float = 0.5
+    log_retention_days: int = 0
+    key_refresh_interval: float = 0.25
+    shutdown_timeout: float = 10.0
+    log_level: str = "info"
+    paths: Paths = field(default_factory=resolve_paths, compare=False)
+
+    @property
+    def db_file(self) -> Path:
+        """The SQLite database in use."""
+        return Path(self.db_path).expanduser() if self.db_path else self.paths.db_file
+
+    @property
+    def policy_path(self) -> Path:
+        """The policy file in use."""
+        return Path(self.policy_file).expanduser() if self.policy_file else self.paths.default_policy_file
+
+    @property
+    def rate_limit(self) -> tuple[int, float]:
+        """The default per-key rate limit as (requests, window seconds)."""
+        return parse_rate(self.default_rate_limit)
+
+    @property
+    def url(self) -> str:
+        """The daemon's base URL."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "paths"}
+_TYPES: dict[str, type] = {"host": str, "port": int, "db_path": str, "policy_file": str, "log_inputs": str,
+                           "default_rate_limit": str, "log_level": str}
+
+
+def _field_type(name: str) -> type:
+    if name in _TYPES:
+        return _TYPES[name]
+    default = _FIELDS[name].default
+    return type(default)
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Check (and for env strings, convert) one setting; ConfigError names the key."""
+    want = _field_type(name)
+    if isinstance(value, str) and want is not str and source.startswith("environment"):
+        try:
+            value = want(value)
+        except ValueError:
+            raise ConfigError(f"{source}: {name} must be {want.__name__}, got {value!r}") from None
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or isinstance(value, bool):
+        raise ConfigError(f"{source}: {name} must be {want.__name__}, got {type(value).__name__} {value!r}")
+    _validate(name, value, source)
+    return value
+
+
+def _validate(name: str, value: Any, source: str) -> None:
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{source}: {name} {why}, got {value!r}")
+
+    if name == "port" and not 0 <= value <= 65535:
+        raise bad("must be between 0 and 65535")
+    if name == "bcrypt_cost" and not 10 <= value <= 16:
+        raise bad("must be between 10 and 16")
+    if name == "log_inputs" and value not in LOG_INPUTS:
+        raise bad("must be one of none, redacted, full")
+    if name in ("max_body_bytes", "log_batch_size", "log_queue_size") and value < 1:
+        raise bad("must be at least 1")
+    if name in ("log_flush_interval", "key_refresh_interval", "log_enqueue_timeout", "shutdown_timeout") and (
+        value <= 0
+    ):
+        raise bad("must be positive")
+    if name == "log_retention_days" and value < 0:
+        raise bad("must be 0 (keep forever) or more")
+    if name == "log_level" and value not in ("debug", "info", "warning", "error"):
+        raise bad("must be one of debug, info, warning, error")
+    if name == "default_rate_limit":
+        try:
+            parse_rate(value)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {name}: {e}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse and check a config file; missing file -> empty dict."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if k not in _FIELDS:
+            known = ", ".join(sorted(_FIELDS))
+            raise ConfigError(f"{path}: unknown key {k!r} (known keys: {known})")
+        out[k] = _coerce(k, v, str(path))
+    return out
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    paths: Paths | None = None,
+) -> Config:
+    """Build the Config: flag ``overrides`` > ``AIGOV_*`` env > config file > default."""
+    env = os.environ if env is None else env
+    paths = paths or resolve_paths(env)
+    values = read_config_file(paths.config_file)
+    for name in _FIELDS:
+        raw = env.get("AIGOV_" + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw, f"environment variable AIGOV_{name.upper()}")
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, value, "command line")
+    return Config(paths=paths, **values)
+
+
+def default_config_text() -> str:
+    """The commented config.toml that ``aigov init`` writes."""
+    return f'''# aigov configuration. Every key is optional; shown here with its default.
+# Precedence: command-line flag > AIGOV_<KEY> environment variable > this file > default.
+
+# Address the daemon listens on. Keep it on loopback unless a proxy fronts it.
+host = "127.0.0.1"
+port = 8080
+
+# SQLite database (keys and decision log). Empty: {DB_FILE} in the data directory.
+db_path = ""
+# Policy file. Empty: {POLICY_FILE} beside this file.
+policy_file = ""
+
+# Requests larger than this are refused with 413.
+max_body_bytes = 1048576
+# bcrypt cost for API key hashes (10..16).
+bcrypt_cost = 12
+# Rate limit given to new keys: N/PERIOD, e.g. "100/60s", "1000/1h".
+default_rate_limit = "100/60s"
+
+# What the decision log keeps of each input: "none", "redacted" or "full".
+log_inputs = "redacted"
+# The decision log writes a batch when it holds this many records...
+log_batch_size = 50
+# ...or when this many seconds have passed.
+log_flush_interval = 5.0
+# Records waiting to be written; when full for log_enqueue_timeout seconds, requests get 503.
+log_queue_size = 10000
+log_enqueue_timeout = 0.5
+# Days of decisions to keep (0: keep forever).
+log_retention_days = 0
+
+# How often the daemon picks up key changes made by the CLI (seconds).
+key_refresh_interval = 0.25
+# Seconds in-flight requests get to finish on SIGTERM.
+shutdown_timeout = 10.0
+log_level = "info"
+'''
+
+
+__all__ = ["Config", "Paths", "load_config", "resolve_paths", "default_config_text", "parse_duration"]

@@ -1,0 +1,395 @@
+"""The decision log: a bounded queue, one writer, batched transactions, a hash chain.
+
+Requests put a small tuple on an ``asyncio.Queue`` and never wait on disk. One
+writer task gathers batches of ``batch_size`` records (or what arrived within
+``flush_interval``) and hands them to a dedicated thread, which computes the
+input digest, the stored form of the input and the hash chain, and writes each
+batch in one transaction. A failed write is retried, never dropped: while the
+queue stays full, requests get 503 instead.
+
+Chain: ``hash = sha256(prev_hash + canonical(record))``, where the canonical
+form is the record's fields (all but ``hash``) as sorted, compact JSON. The
+first record's ``prev_hash`` is :data:`GENESIS`. Pruning old records appends a
+``checkpoint`` record naming the first kept id and the hash of the last pruned
+record, so what remains still verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from daemon.policy.engine import redact
+from daemon.policy.model import Reason
+from daemon.storage.db import connect_sync
+
+log = logging.getLogger("aigov.decisionlog")
+
+GENESIS = "0" * 64
+FIELDS = (
+    "id", "time", "request_id", "key_id", "model", "operation", "decision", "rules", "reasons",
+    "input_length", "input_sha256", "input", "latency_ms", "policy_name", "policy_version", "kind",
+)
+_INSERT = (
+    f"INSERT INTO decisions ({', '.join(FIELDS)}, prev_hash, hash) "
+    f"VALUES ({', '.join('?' for _ in FIELDS)}, ?, ?)"
+)
+_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class Entry(NamedTuple):
+    """What a request hands the log: cheap to build on the event loop."""
+
+    time: float
+    request_id: str
+    key_id: str
+    model: str
+    operation: str
+    decision: str
+    rules: tuple[str, ...]
+    reasons: tuple[Reason, ...]
+    input_text: str
+    latency_ms: float
+    policy_name: str
+    policy_version: str
+
+
+def canonical(record: dict[str, Any]) -> str:
+    """The canonical JSON of a record's chained fields."""
+    return _canonical_encoder.encode({k: record[k] for k in FIELDS})
+
+
+def chain_hash(prev_hash: str, record: dict[str, Any]) -> str:
+    """The hash of a record given its predecessor's hash."""
+    return hashlib.sha256((prev_hash + canonical(record)).encode("utf-8")).hexdigest()
+
+
+def stored_input(text: str, reasons: Sequence[Reason], mode: str) -> str | None:
+    """The input as ``log_inputs`` says: none, redacted (every finding's span masked) or full."""
+    if mode == "none":
+        return None
+    if mode == "full":
+        return text
+    spans = [(r.start, r.end, r.detector) for r in reasons if r.start is not None and r.end is not None]
+    return redact(text, spans)
+
+
+class SqliteDecisionStore:
+    """Blocking writes and reads of the ``decisions`` table; used from one writer thread."""
+
+    def __init__(self, path: Path, log_inputs: str = "redacted") -> None:
+        self.path = path
+        self.log_inputs = log_inputs
+        self.conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open (and migrate) the database."""
+        self.conn = connect_sync(self.path)
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def to_record(self, e: Entry) -> dict[str, Any]:
+        """The row for an entry, without id and hashes."""
+        return {
+            "time": e.time,
+            "request_id": e.request_id,
+            "key_id": e.key_id,
+            "model": e.model,
+            "operation": e.operation,
+            "decision": e.decision,
+            "rules": json.dumps(list(e.rules)),
+            "reasons": json.dumps([r.as_dict() for r in e.reasons], ensure_ascii=False),
+            "input_length": len(e.input_text),
+            "input_sha256": hashlib.sha256(e.input_text.encode("utf-8", "surrogatepass")).hexdigest(),
+            "input": stored_input(e.input_text, e.reasons, self.log_inputs),
+            "latency_ms": round(e.latency_ms, 3),
+            "policy_name": e.policy_name,
+            "policy_version": e.policy_version,
+            "kind": "decision",
+        }
+
+    def write_batches(self, batches: Sequence[Sequence[Entry]]) -> int:
+        """Write each batch in its own transaction, extending the chain; returns records written."""
+        n = 0
+        for batch in batches:
+            self.append([self.to_record(e) for e in batch])
+            n += len(batch)
+        return n
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append records (without id/hash) to the chain in one transaction."""
+        if self.conn is None:
+            self.open()
+        conn = self.conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read the tail inside the transaction: a CLI prune may have appended a checkpoint.
+            row = conn.execute("SELECT id, hash FROM decisions ORDER BY id DESC LIMIT 1").fetchone()
+            last_id, prev = (row[0], row[1]) if row else (0, GENESIS)
+            rows = []
+            for rec in records:
+                last_id += 1
+                rec = {**rec, "id": last_id}
+                h = chain_hash(prev, rec)
+                rows.append((*(rec[f] for f in FIELDS), prev, h))
+                prev = h
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The result of verifying the hash chain."""
+
+    ok: bool
+    records: int
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+
+def iter_rows(conn: sqlite3.Connection, batch: int = 2000) -> Iterator[dict[str, Any]]:
+    """Every decision row in id order, read in pages (constant memory)."""
+    cols = (*FIELDS, "prev_hash", "hash")
+    last = -1
+    while True:
+        rows = conn.execute(
+            f"SELECT {', '.join(cols)} FROM decisions WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+        ).fetchall()
+        if not rows:
+            return
+        for r in rows:
+            yield dict(zip(cols, r, strict=True))
+        last = rows[-1][0]
+
+
+def verify_chain(conn: sqlite3.Connection) -> ChainReport:
+    """Check every record's hash and link; name the first record that breaks the chain."""
+    checkpoints: dict[int, str] = {}
+    for (reasons,) in conn.execute("SELECT reasons FROM decisions WHERE kind = 'checkpoint' ORDER BY id"):
+        try:
+            info = json.loads(reasons)
+            checkpoints[int(info["first_kept_id"])] = str(info["pruned_last_hash"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    n = 0
+    prev: str | None = None
+    expected_id: int | None = None
+    for row in iter_rows(conn):
+        n += 1
+        rid = row["id"]
+        if prev is None:
+            allowed = {GENESIS} | ({checkpoints[rid]} if rid in checkpoints else set())
+            if row["prev_hash"] not in allowed:
+                why = "records before it were deleted without a checkpoint" if rid != 1 else "bad genesis link"
+                return ChainReport(False, n, rid, why)
+        elif row["prev_hash"] != prev:
+            return ChainReport(False, n, rid, "link to the previous record is broken (a record was deleted or inserted)")
+        if expected_id is not None and rid != expected_id:
+            return ChainReport(False, n, expected_id, "record ids are not consecutive (a record was deleted)")
+        if chain_hash(row["prev_hash"], row) != row["hash"]:
+            return ChainReport(False, n, rid, "record content does not match its hash (it was edited)")
+        prev = row["hash"]
+        expected_id = rid + 1
+    return ChainReport(True, n)
+
+
+def prune(conn: sqlite3.Connection, before: float) -> int:
+    """Delete decisions older than ``before`` and append a checkpoint; returns how many were deleted."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute(
+            "SELECT MAX(id) FROM decisions WHERE time < ? AND kind = 'decision'", (before,)
+        ).fetchone()
+        through = row[0] if row and row[0] is not None else None
+        if through is None:
+            conn.execute("ROLLBACK")
+            return 0
+        # Keep the newest record: the chain needs a tail to extend.
+        tail = conn.execute("SELECT MAX(id) FROM decisions").fetchone()[0]
+        through = min(through, tail - 1)
+        if through < 1:
+            conn.execute("ROLLBACK")
+            return 0
+        last_hash = conn.execute("SELECT hash FROM decisions WHERE id = ?", (through,)).fetchone()
+        first = conn.execute("SELECT MIN(id) FROM decisions").fetchone()[0]
+        deleted = conn.execute("DELETE FROM decisions WHERE id <= ?", (through,)).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    store = SqliteDecisionStore(Path(":memory:"))
+    store.conn = conn
+    store.append([{
+        "time": time.time(), "request_id": f"checkpoint-{through}", "key_id": None, "model": None,
+        "operation": None, "decision": "checkpoint", "rules": "[]",
+        "reasons": json.dumps({"first_kept_id": through + 1, "pruned_last_hash": last_hash[0] if last_hash else GENESIS,
+                               "pruned_from_id": first, "pruned_records": deleted}),
+        "input_length": None, "input_sha256": None, "input": None, "latency_ms": None,
+        "policy_name": None, "policy_version": None, "kind": "checkpoint",
+    }])
+    return int(deleted)
+
+
+class QueueFull(Exception):
+    """The decision log could not take a record within the bounded wait."""
+
+
+class DecisionLog:
+    """The bounded queue and its single writer task."""
+
+    def __init__(
+        self,
+        store: SqliteDecisionStore,
+        *,
+        batch_size: int = 50,
+        flush_interval: float = 5.0,
+        max_queue: int = 10_000,
+        enqueue_timeout: float = 0.5,
+        on_written: Callable[[int], None] = lambda n: None,
+        on_error: Callable[[], None] = lambda: None,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.enqueue_timeout = enqueue_timeout
+        self.queue: asyncio.Queue[Entry | None] = asyncio.Queue(max_queue)
+        self.on_written = on_written
+        self.on_error = on_error
+        self.retry_delay = retry_delay
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aigov-dlog")
+        self.task: asyncio.Task[None] | None = None
+        self.closing = False
+        self.healthy = True
+
+    async def start(self) -> None:
+        """Open the store in the writer thread and start the writer task."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.store.open)
+        self.task = asyncio.create_task(self._run(), name="aigov-decision-writer")
+
+    def qsize(self) -> int:
+        """Records waiting to be written."""
+        return self.queue.qsize()
+
+    def offer(self, entry: Entry) -> bool:
+        """Enqueue without waiting; False when the queue is full or closing."""
+        if self.closing:
+            return False
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def put(self, entry: Entry) -> None:
+        """Enqueue, waiting at most ``enqueue_timeout``; QueueFull when the queue stays full."""
+        if self.offer(entry):
+            return
+        if self.closing:
+            raise QueueFull("the decision log is closing")
+        try:
+            await asyncio.wait_for(self.queue.put(entry), self.enqueue_timeout)
+        except TimeoutError:
+            raise QueueFull("the decision log queue stayed full") from None
+
+    async def _gather(self, first: Entry) -> tuple[list[list[Entry]], bool]:
+        """Collect batches after ``first``: full batches from a backlog, or one within the flush interval."""
+        loop = asyncio.get_running_loop()
+        batch = [first]
+        deadline = loop.time() + self.flush_interval
+        stop = False
+        while len(batch) < self.batch_size:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+        batches = [batch]
+        # A backlog: take further full batches now (each still its own transaction).
+        while not stop and self.queue.qsize() >= self.batch_size and len(batches) < 64:
+            more = [self.queue.get_nowait() for _ in range(self.batch_size)]
+            if None in more:
+                stop = True
+                more = [m for m in more if m is not None]
+            batches.append([m for m in more if m is not None])
+        return batches, stop
+
+    async def _write(self, batches: list[list[Entry]]) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.retry_delay
+        while True:
+            try:
+                n = await loop.run_in_executor(self.executor, self.store.write_batches, batches)
+                self.healthy = True
+                self.on_written(n)
+                return
+            except sqlite3.Error as e:
+                # Never drop what was answered: keep retrying; meanwhile the queue fills and requests get 503.
+                self.healthy = False
+                self.on_error()
+                log.error("decision log write failed (%s); retrying in %.1fs", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            if first is None:
+                break
+            batches, stop = await self._gather(first)
+            await self._write(batches)
+            if stop:
+                break
+        # Drain whatever is left after the sentinel.
+        rest = []
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is not None:
+                rest.append(item)
+        if rest:
+            await self._write([rest[i : i + self.batch_size] for i in range(0, len(rest), self.batch_size)])
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop accepting, write everything queued, close the store."""
+        self.closing = True
+        if self.task is not None:
+            task = self.task
+
+            async def finish() -> None:
+                await self.queue.put(None)  # the writer is draining, so room appears
+                await task
+
+            try:
+                await asyncio.wait_for(finish(), timeout)
+            except TimeoutError:
+                log.error("decision log: %d records could not be written within %.0fs", self.qsize(), timeout)
+                task.cancel()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.store.close)
+        self.executor.shutdown(wait=True)

@@ -1,0 +1,259 @@
+"""HTTP handlers. ``/v1/check`` follows the request path of DESIGN.md, one step per function:
+
+body size -> auth -> rate limit -> JSON validation -> policy -> enqueue decision -> respond -> metrics.
+
+The hot path has no middleware, no ``await`` when the key is warm, and no disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import time
+from base64 import b32encode
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from daemon.decisionlog import Entry, QueueFull
+from daemon.errors import ERROR_CODES
+from daemon.policy.engine import unknown_policy_decision
+from daemon.ratelimit import RateDecision
+
+if TYPE_CHECKING:
+    from daemon.app import Service
+
+log = logging.getLogger("aigov.http")
+
+JSON_CT = "application/json"
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_ULID_TABLE = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_FIELDS = frozenset(("model", "operation", "input_text", "metadata"))
+_rand = random.Random(os.urandom(16))
+MAX_NAME_CHARS = 256
+MAX_METADATA_KEYS = 16
+
+
+def new_request_id() -> str:
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32, sortable by time."""
+    n = (time.time_ns() // 1_000_000) << 80 | _rand.getrandbits(80)
+    return b32encode((n << 6).to_bytes(17, "big"))[:26].translate(_ULID_TABLE).decode("ascii")
+
+
+def error_response(
+    status: int, message: str, request_id: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The JSON error shape of the contract: ``{"error": {"code", "message"}}``."""
+    body = _encode({"error": {"code": ERROR_CODES[status], "message": message}})
+    h = {"Content-Type": JSON_CT, "Cache-Control": "no-store", "X-Request-Id": request_id}
+    if headers:
+        h.update(headers)
+    return web.Response(status=status, body=body.encode(), headers=h)
+
+
+def json_response(data: Any, status: int = 200, request_id: str | None = None) -> web.Response:
+    """A JSON response with the headers every answer carries."""
+    h = {"Content-Type": JSON_CT, "Cache-Control": "no-store", "X-Request-Id": request_id or new_request_id()}
+    return web.Response(status=status, body=_encode(data).encode(), headers=h)
+
+
+class ValidationError(Exception):
+    """A request body of the wrong shape; the message names the field."""
+
+
+def _rate_headers(rd: RateDecision) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(rd.limit),
+        "X-RateLimit-Remaining": str(rd.remaining),
+        "X-RateLimit-Reset": str(rd.reset),
+    }
+
+
+def _check_name(data: dict[str, Any], field: str) -> str:
+    v = data.get(field)
+    if v is None:
+        raise ValidationError(f"field '{field}' is required")
+    if not isinstance(v, str):
+        raise ValidationError(f"field '{field}' must be a string, not {_json_type(v)}")
+    if not v or len(v) > MAX_NAME_CHARS:
+        raise ValidationError(f"field '{field}' must be 1 to {MAX_NAME_CHARS} characters")
+    if _SURROGATE.search(v):
+        raise ValidationError(f"field '{field}' contains invalid Unicode (a lone surrogate)")
+    return v
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return "a string"
+
+
+def validate(data: Any) -> tuple[str, str, str]:
+    """Check a decoded body; return (model, operation, input_text) or raise ValidationError."""
+    if not isinstance(data, dict):
+        raise ValidationError(f"the body must be a JSON object, not {_json_type(data)}")
+    if not _FIELDS.issuperset(data):
+        extra = sorted(set(data) - _FIELDS)[0]
+        raise ValidationError(f"unknown field '{extra[:64]}' (allowed: input_text, metadata, model, operation)")
+    model = _check_name(data, "model")
+    operation = _check_name(data, "operation")
+    text = data.get("input_text")
+    if text is None:
+        raise ValidationError("field 'input_text' is required")
+    if not isinstance(text, str):
+        raise ValidationError(f"field 'input_text' must be a string, not {_json_type(text)}")
+    if _SURROGATE.search(text):
+        raise ValidationError("field 'input_text' contains invalid Unicode (a lone surrogate)")
+    meta = data.get("metadata")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            raise ValidationError(f"field 'metadata' must be an object, not {_json_type(meta)}")
+        if len(meta) > MAX_METADATA_KEYS:
+            raise ValidationError(f"field 'metadata' may have at most {MAX_METADATA_KEYS} keys")
+        for k, v in meta.items():
+            if isinstance(v, dict | list):
+                raise ValidationError(f"field 'metadata.{k[:64]}' must be a string, number, boolean or null")
+            if _SURROGATE.search(k) or (isinstance(v, str) and _SURROGATE.search(v)):
+                raise ValidationError("field 'metadata' contains invalid Unicode (a lone surrogate)")
+    return model, operation, text
+
+
+class CheckHandler:
+    """``POST /v1/check``."""
+
+    def __init__(self, svc: Service) -> None:
+        self.svc = svc
+        self.max_body = svc.config.max_body_bytes
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        """Answer one check; never raises (an unexpected error is a logged JSON 500)."""
+        t0 = time.perf_counter()
+        rid = new_request_id()
+        try:
+            resp = await self.handle(request, rid, t0)
+        except Exception:  # a bug, never bad input: log it, answer JSON, keep serving
+            log.exception("internal error in /v1/check (request %s)", rid)
+            resp = error_response(500, "internal error; see the daemon log", rid)
+        status = resp.status
+        self.svc.stats.request("/v1/check", status, time.perf_counter() - t0)
+        return resp
+
+    async def handle(self, request: web.Request, rid: str, t0: float) -> web.StreamResponse:
+        """The request path, in order."""
+        svc = self.svc
+        if request.method != "POST":
+            return error_response(405, "use POST", rid, {"Allow": "POST"})
+        if svc.closing:
+            return error_response(503, "the daemon is shutting down", rid)
+        # 1. body size
+        cl = request.content_length
+        if cl is not None and cl > self.max_body:
+            return error_response(413, f"the body is over {self.max_body} bytes", rid)
+        # 2. auth
+        header = request.headers.get("Authorization")
+        if not header or not header.startswith("Bearer "):
+            svc.stats.auth_failure("missing" if not header else "malformed")
+            return error_response(401, "missing or invalid API key", rid)
+        token = header[7:].strip()
+        entry = svc.auth.warm(token)
+        if entry is None:
+            entry, reason = await svc.auth.verify(token)
+            if entry is None:
+                svc.stats.auth_failure(reason or "unknown")
+                return error_response(401, "missing or invalid API key", rid)
+        svc.last_used[entry.key_id] = time.time()
+        # 3. rate limit
+        rd = svc.limiter.check(entry.key_id, entry.limit, entry.window)
+        rate_headers = _rate_headers(rd)
+        if not rd.allowed:
+            svc.stats.rate_limit_hits += 1
+            rate_headers["Retry-After"] = str(rd.retry_after)
+            return error_response(429, f"rate limit of {rd.limit} requests exceeded", rid, rate_headers)
+        # 4. JSON validation
+        if request.content_type != JSON_CT:
+            return error_response(415, "send the body as application/json", rid)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, f"the body is over {self.max_body} bytes", rid)
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return error_response(400, "the body is not UTF-8", rid)
+        except (ValueError, RecursionError):
+            return error_response(400, "the body is not valid JSON", rid)
+        try:
+            model, operation, text = validate(data)
+        except ValidationError as e:
+            return error_response(422, str(e), rid)
+        # 5. policy
+        policies = svc.policies
+        policy = policies.get(entry.policy)
+        decision = (
+            policy.evaluate(model, operation, text)
+            if policy is not None
+            else unknown_policy_decision(entry.policy, policies.version)
+        )
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        # 6. enqueue the decision before answering: nothing answered is ever lost
+        record = Entry(
+            time.time(), rid, entry.key_id, model, operation, decision.decision, decision.rules,
+            decision.reasons, text, latency_ms, decision.policy_name, decision.policy_version,
+        )
+        if not svc.dlog.offer(record):
+            try:
+                await svc.dlog.put(record)
+            except QueueFull:
+                return error_response(503, "the decision log cannot accept more records; retry later", rid)
+        # 7. respond; 8. metrics
+        if decision.allowed:
+            svc.stats.allowed += 1
+        else:
+            svc.stats.block(tuple(r.rule for r in decision.reasons if r.action == "block"))
+        body = {
+            "request_id": rid,
+            "allowed": decision.allowed,
+            "decision": decision.decision,
+            "reasons": [r.as_dict() for r in decision.reasons],
+            "policy": {"name": decision.policy_name, "version": decision.policy_version},
+            "redacted_text": decision.redacted_text,
+        }
+        rate_headers["Content-Type"] = JSON_CT
+        rate_headers["Cache-Control"] = "no-store"
+        rate_headers["X-Request-Id"] = rid
+        return web.Response(body=_encode(body).encode(), headers=rate_headers)
+
+
+def get_only(svc: Service, endpoint: str, fn: Any) -> Any:
+    """Wrap a GET endpoint: JSON 405 for other methods, request counting."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            resp = error_response(405, "use GET", new_request_id(), {"Allow": "GET"})
+        else:
+            try:
+                resp = await fn(request)
+            except Exception:
+                log.exception("internal error in %s", endpoint)
+                resp = error_response(500, "internal error; see the daemon log", new_request_id())
+        svc.stats.request(endpoint, resp.status)
+        return resp
+
+    return handler
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """JSON 404 for every unknown path."""
+    return error_response(404, f"no such endpoint: {request.path[:100]}", new_request_id())

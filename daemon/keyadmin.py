@@ -1,0 +1,97 @@
+"""Key administration as library calls, for the CLI and the load tester.
+
+The async functions take an open :class:`KeyStore`; the sync wrappers open the
+configured database themselves and must not be called from a running event loop.
+bcrypt hashing runs in a worker thread so these are safe inside one too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from daemon import tokens
+from daemon.auth import hash_secret
+from daemon.config import Config, load_config
+from daemon.errors import ConfigError, NotFoundError
+from daemon.policy.loader import load_policy_file
+from daemon.storage import db as dbmod
+from daemon.storage.keys import KeyRecord, KeyStore, SqliteKeyStore
+
+T = TypeVar("T")
+
+
+async def with_store(config: Config, fn: Callable[[KeyStore], Awaitable[T]]) -> T:
+    """Open the configured database, run ``fn`` with a KeyStore, close it."""
+    db = await dbmod.connect(config.db_file)
+    try:
+        return await fn(SqliteKeyStore(db))
+    finally:
+        await db.close()
+
+
+def check_policy_name(config: Config, policy: str) -> None:
+    """ConfigError unless the policy file defines ``policy``."""
+    names = load_policy_file(config.policy_path).names
+    if policy not in names:
+        raise ConfigError(f"unknown policy {policy!r} (the policy file defines: {', '.join(names)})")
+
+
+def check_key_id(key_id: str) -> None:
+    """NotFoundError for something that cannot be a key id (no database needed)."""
+    if not tokens.is_valid_key_id(key_id):
+        raise NotFoundError(f"no key with id {key_id!r} (a key id is 12 characters of a-z and 2-7)")
+
+
+async def create(
+    store: KeyStore, config: Config, *, name: str, limit: int, window: float,
+    expires_in: float | None = None, policy: str = "default",
+) -> tuple[KeyRecord, str]:
+    """Create a key; returns its record and its token (shown once)."""
+    key_id = tokens.new_key_id()
+    token = tokens.make_token(key_id, tokens.new_secret())
+    digest = await asyncio.to_thread(hash_secret, token, config.bcrypt_cost)
+    expires_at = time.time() + expires_in if expires_in else None
+    rec = await store.create(name, digest, limit, window, expires_at, policy, key_id=key_id)
+    return rec, token
+
+
+async def rotate(store: KeyStore, config: Config, key_id: str, grace: float | None) -> tuple[KeyRecord, str]:
+    """Give a key a new secret; the old token stays valid for ``grace`` seconds."""
+    check_key_id(key_id)
+    token = tokens.make_token(key_id, tokens.new_secret())
+    digest = await asyncio.to_thread(hash_secret, token, config.bcrypt_cost)
+    now = time.time()
+    rec = await store.rotate(key_id, digest, now + grace if grace else None, now)
+    return rec, token
+
+
+def create_key(
+    name: str, limit: int, window_seconds: float, expires_in_seconds: float | None = None,
+    policy: str = "default", config: Config | None = None,
+) -> tuple[str, str]:
+    """Create a key in the configured database; returns (key_id, token)."""
+    cfg = config or load_config()
+
+    async def go(store: KeyStore) -> tuple[KeyRecord, str]:
+        return await create(store, cfg, name=name, limit=limit, window=window_seconds,
+                            expires_in=expires_in_seconds, policy=policy)
+
+    rec, token = asyncio.run(with_store(cfg, go))
+    return rec.key_id, token
+
+
+def revoke_key(key_id: str, config: Config | None = None) -> bool:
+    """Revoke a key in the configured database; False when there is no such key."""
+    cfg = config or load_config()
+
+    async def go(store: KeyStore) -> bool:
+        try:
+            await store.revoke(key_id, time.time())
+        except NotFoundError:
+            return False
+        return True
+
+    return asyncio.run(with_store(cfg, go))

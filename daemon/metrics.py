@@ -1,0 +1,105 @@
+"""Metrics: plain numbers on the hot path, exported by a collector at scrape time.
+
+Locking prometheus_client's own counters and histograms on every request
+costs more than the rest of the request path; these counters are plain
+integers touched only on the event loop, and :class:`StatsCollector` turns
+them into metric families when Prometheus scrapes. The registry is the app's
+own, never the global one.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Stats:
+    """The daemon's counters, mutated on the event loop only."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.allowed = 0
+        self.blocked: dict[str, int] = {}
+        self.rate_limit_hits = 0
+        self.latency_buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.decisions_written = 0
+        self.decision_log_errors = 0
+        self.auth_failures: dict[str, int] = {}
+        self.queue_size: Callable[[], int] = lambda: 0
+        self.active_keys: Callable[[], int] = lambda: 0
+
+    def request(self, endpoint: str, status: int, seconds: float | None = None) -> None:
+        """Count one answered request (and its latency, for /v1/check)."""
+        k = (endpoint, status)
+        self.requests[k] = self.requests.get(k, 0) + 1
+        if seconds is not None:
+            self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sum += seconds
+
+    def auth_failure(self, reason: str) -> None:
+        """Count one failed authentication by reason."""
+        self.auth_failures[reason] = self.auth_failures.get(reason, 0) + 1
+
+    def block(self, rules: tuple[str, ...]) -> None:
+        """Count one blocked decision under each rule that blocked it."""
+        for r in rules:
+            self.blocked[r] = self.blocked.get(r, 0) + 1
+
+
+class StatsCollector(Collector):
+    """Exports :class:`Stats` under the contract's metric names."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Build the metric families from the current numbers."""
+        s = self.stats
+        c = CounterMetricFamily("aigov_requests", "HTTP requests answered", labels=["endpoint", "status"])
+        for (endpoint, status), n in sorted(s.requests.items()):
+            c.add_metric([endpoint, str(status)], n)
+        yield c
+        yield CounterMetricFamily("aigov_governance_allowed", "Checks answered allow", value=s.allowed)
+        b = CounterMetricFamily("aigov_governance_blocked", "Checks answered block, by blocking rule", labels=["rule"])
+        for rule, n in sorted(s.blocked.items()):
+            b.add_metric([rule], n)
+        yield b
+        yield CounterMetricFamily("aigov_rate_limit_hits", "Requests refused with 429", value=s.rate_limit_hits)
+        cum, buckets = 0, []
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), s.latency_buckets, strict=True):
+            cum += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cum))
+        yield HistogramMetricFamily(
+            "aigov_request_latency_seconds", "Latency of /v1/check in the daemon", buckets=buckets, sum_value=s.latency_sum
+        )
+        yield GaugeMetricFamily("aigov_async_logger_queue_size", "Decisions waiting to be written", value=s.queue_size())
+        yield GaugeMetricFamily("aigov_active_api_keys", "Keys neither revoked nor expired", value=s.active_keys())
+        yield CounterMetricFamily("aigov_decisions_written", "Decisions written to the log", value=s.decisions_written)
+        yield CounterMetricFamily(
+            "aigov_decision_log_errors", "Failed decision-log writes (retried)", value=s.decision_log_errors
+        )
+        a = CounterMetricFamily("aigov_auth_failures", "Failed authentications by reason", labels=["reason"])
+        for reason in ("missing", "malformed", "unknown", "revoked", "expired", "wrong_secret", "throttled"):
+            a.add_metric([reason], s.auth_failures.get(reason, 0))
+        yield a
+
+
+def build_registry(stats: Stats) -> CollectorRegistry:
+    """A fresh registry with the aigov collector and the process collector."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(StatsCollector(stats))
+    ProcessCollector(registry=reg)
+    return reg
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition of a registry."""
+    return generate_latest(registry)

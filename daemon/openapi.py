@@ -1,0 +1,152 @@
+"""The OpenAPI 3 description of the daemon's endpoints and error shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon import __version__
+from daemon.errors import ERROR_CODES
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _err(status: int, what: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "description": f"{ERROR_CODES[status]}: {what}",
+        "content": {"application/json": {"schema": _ERROR}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI 3.0 document served at ``/openapi.json``."""
+    rl_headers = {
+        "X-RateLimit-Limit": {"schema": {"type": "integer"}, "description": "requests per window"},
+        "X-RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "requests left now"},
+        "X-RateLimit-Reset": {"schema": {"type": "integer"}, "description": "seconds until the bucket is full"},
+        "X-Request-Id": {"schema": {"type": "string"}},
+    }
+    text_ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "aigov daemon",
+            "version": __version__,
+            "description": "Governance checkpoint for calls to AI models.",
+        },
+        "paths": {
+            "/v1/check": {
+                "post": {
+                    "summary": "Ask whether a model call is allowed",
+                    "operationId": "check",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CheckRequest"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The decision (allow or block)",
+                            "headers": rl_headers,
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/CheckResponse"}}
+                            },
+                        },
+                        "400": _err(400, "the body is not JSON or not UTF-8"),
+                        "401": _err(401, "missing, malformed, unknown, revoked, expired or wrong key"),
+                        "405": _err(405, "use POST"),
+                        "413": _err(413, "the body is larger than max_body_bytes"),
+                        "415": _err(415, "the body is not application/json"),
+                        "422": _err(422, "a field is missing, of the wrong type, or unknown"),
+                        "429": _err(
+                            429, "the key's rate limit is used up",
+                            {**rl_headers, "Retry-After": {"schema": {"type": "integer"}}},
+                        ),
+                        "503": _err(503, "shutting down, or the decision log cannot accept more"),
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": text_ok}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: database and decision log healthy",
+                    "operationId": "readyz",
+                    "responses": {"200": text_ok, "503": text_ok},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "operationId": "metrics",
+                    "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {}}}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "operationId": "openapi", "responses": {"200": text_ok}}
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "CheckRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["model", "operation", "input_text"],
+                    "properties": {
+                        "model": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "operation": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "input_text": {"type": "string"},
+                        "metadata": {
+                            "type": "object",
+                            "maxProperties": 16,
+                            "additionalProperties": {"nullable": True, "oneOf": [
+                                {"type": "string"}, {"type": "number"}, {"type": "boolean"}]},
+                        },
+                    },
+                },
+                "Reason": {
+                    "type": "object",
+                    "required": ["rule", "detector", "action", "message"],
+                    "properties": {
+                        "rule": {"type": "string"},
+                        "detector": {"type": "string"},
+                        "action": {"type": "string", "enum": ["block", "redact", "monitor"]},
+                        "message": {"type": "string"},
+                        "start": {"type": "integer", "nullable": True},
+                        "end": {"type": "integer", "nullable": True},
+                    },
+                },
+                "CheckResponse": {
+                    "type": "object",
+                    "required": ["request_id", "allowed", "decision", "reasons", "policy", "redacted_text"],
+                    "properties": {
+                        "request_id": {"type": "string"},
+                        "allowed": {"type": "boolean"},
+                        "decision": {"type": "string", "enum": ["allow", "block"]},
+                        "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"}},
+                        "policy": {
+                            "type": "object",
+                            "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+                        },
+                        "redacted_text": {"type": "string", "nullable": True},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string", "enum": sorted(set(ERROR_CODES.values()))},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,1 @@
+"""Storage: one SQLite file (WAL) holding the keys and the decision log."""

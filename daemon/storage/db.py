@@ -1,0 +1,192 @@
+"""Opening the SQLite database and applying the numbered migrations.
+
+The CLI and the daemon use the same file at once: WAL mode lets readers go on
+while one writer writes, and the busy timeout makes a second writer wait for
+the lock instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import aiosqlite
+
+from daemon.errors import StorageError
+
+BUSY_TIMEOUT_MS = 5000
+
+
+class Migration(NamedTuple):
+    """One schema step, applied in a transaction and recorded in ``schema_migrations``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: Sequence[Migration] = (
+    Migration(
+        1,
+        "keys and decisions",
+        """
+        CREATE TABLE api_keys (
+            key_id           TEXT PRIMARY KEY,
+            name             TEXT NOT NULL,
+            secret_hash      BLOB NOT NULL,
+            prev_secret_hash BLOB,
+            prev_expires_at  REAL,
+            created_at       REAL NOT NULL,
+            expires_at       REAL,
+            revoked_at       REAL,
+            rotated_at       REAL,
+            last_used_at     REAL,
+            rate_limit       INTEGER NOT NULL,
+            rate_window      REAL NOT NULL,
+            policy           TEXT NOT NULL DEFAULT 'default',
+            seq              INTEGER NOT NULL
+        );
+        CREATE INDEX api_keys_seq ON api_keys (seq);
+        CREATE TABLE decisions (
+            id             INTEGER PRIMARY KEY,
+            time           REAL NOT NULL,
+            request_id     TEXT NOT NULL,
+            key_id         TEXT,
+            model          TEXT,
+            operation      TEXT,
+            decision       TEXT NOT NULL,
+            rules          TEXT NOT NULL,
+            reasons        TEXT NOT NULL,
+            input_length   INTEGER,
+            input_sha256   TEXT,
+            input          TEXT,
+            latency_ms     REAL,
+            policy_name    TEXT,
+            policy_version TEXT,
+            prev_hash      TEXT NOT NULL,
+            hash           TEXT NOT NULL
+        );
+        CREATE INDEX decisions_time ON decisions (time);
+        CREATE INDEX decisions_key_time ON decisions (key_id, time);
+        """,
+    ),
+    Migration(
+        2,
+        "decision kinds (checkpoints) and request id index",
+        """
+        ALTER TABLE decisions ADD COLUMN kind TEXT NOT NULL DEFAULT 'decision';
+        CREATE INDEX decisions_request_id ON decisions (request_id);
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def ensure_file(path: Path) -> None:
+    """Create the database file (mode 0600) and its directory (0700) if missing."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+def _describe(path: Path, e: sqlite3.Error) -> StorageError:
+    msg = str(e)
+    if "not a database" in msg or "malformed" in msg:
+        return StorageError(f"database {path} is corrupt or not an SQLite file ({msg})")
+    if "unable to open" in msg or "readonly" in msg or "permission" in msg.lower():
+        return StorageError(f"cannot open database {path}: {msg}")
+    return StorageError(f"database {path}: {msg}")
+
+
+def configure(conn: sqlite3.Connection) -> None:
+    """Per-connection settings: WAL, busy timeout, sane sync level."""
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def applied_versions(conn: sqlite3.Connection) -> set[int]:
+    """The migration versions recorded in the database."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply the pending migrations in order, each in its own transaction; return those applied."""
+    done = applied_versions(conn)
+    newer = [v for v in done if v > migrations[-1].version]
+    if newer:
+        raise StorageError(
+            f"database schema version {max(newer)} is newer than this aigov understands "
+            f"({migrations[-1].version}); upgrade aigov"
+        )
+    applied = []
+    for m in migrations:
+        if m.version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have applied it while we waited for the lock.
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (m.version,)).fetchone():
+                conn.execute("ROLLBACK")
+                continue
+            for stmt in m.sql.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (m.version, m.name, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(m.version)
+    return applied
+
+
+def connect_sync(path: Path, *, create: bool = True, migrate_schema: bool = True) -> sqlite3.Connection:
+    """A configured (and migrated) blocking connection; StorageError with a clear message on failure."""
+    if create:
+        ensure_file(path)
+    elif not path.exists():
+        raise StorageError(f"database {path} does not exist")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        configure(conn)
+        if migrate_schema:
+            migrate(conn)
+    except sqlite3.Error as e:
+        raise _describe(path, e) from None
+    return conn
+
+
+async def connect(path: Path) -> aiosqlite.Connection:
+    """An aiosqlite connection to the migrated database; migrations run off the event loop."""
+
+    def prepare() -> None:
+        connect_sync(path).close()
+
+    await asyncio.to_thread(prepare)
+    try:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in (f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA synchronous = NORMAL"):
+            await db.execute(pragma)
+    except sqlite3.Error as e:
+        raise _describe(path, e) from None
+    return db
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The highest applied migration version (0 for an empty database)."""
+    return max(applied_versions(conn), default=0)
