@@ -200,7 +200,9 @@ def verify_chain(conn: sqlite3.Connection) -> ChainReport:
                 why = "records before it were deleted without a checkpoint" if rid != 1 else "bad genesis link"
                 return ChainReport(False, n, rid, why)
         elif row["prev_hash"] != prev:
-            return ChainReport(False, n, rid, "link to the previous record is broken (a record was deleted or inserted)")
+            return ChainReport(
+                False, n, rid, "link to the previous record is broken (a record was deleted or inserted)"
+            )
         if expected_id is not None and rid != expected_id:
             return ChainReport(False, n, expected_id, "record ids are not consecutive (a record was deleted)")
         if chain_hash(row["prev_hash"], row) != row["hash"]:

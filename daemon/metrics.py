@@ -78,9 +78,12 @@ class StatsCollector(Collector):
             cum += n
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cum))
         yield HistogramMetricFamily(
-            "aigov_request_latency_seconds", "Latency of /v1/check in the daemon", buckets=buckets, sum_value=s.latency_sum
+            "aigov_request_latency_seconds", "Latency of /v1/check in the daemon",
+            buckets=buckets, sum_value=s.latency_sum,
         )
-        yield GaugeMetricFamily("aigov_async_logger_queue_size", "Decisions waiting to be written", value=s.queue_size())
+        yield GaugeMetricFamily(
+            "aigov_async_logger_queue_size", "Decisions waiting to be written", value=s.queue_size()
+        )
         yield GaugeMetricFamily("aigov_active_api_keys", "Keys neither revoked nor expired", value=s.active_keys())
         yield CounterMetricFamily("aigov_decisions_written", "Decisions written to the log", value=s.decisions_written)
         yield CounterMetricFamily(

@@ -117,8 +117,8 @@ async def _serve(config: Config, pid: PidFile, on_ready: Callable[[str], None] |
             await site.start()
         except OSError as e:
             raise ConfigError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
-        server = site._server
-        port = server.sockets[0].getsockname()[1] if server is not None and server.sockets else config.port
+        addrs = runner.addresses
+        port = int(addrs[0][1]) if addrs else config.port
         host = f"[{config.host}]" if ":" in config.host else config.host
         url = f"http://{host}:{port}"
         pid.write({"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file)})

@@ -63,12 +63,15 @@ def serve(
                                              show_default=False)] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port to listen on (0: any free port). [default: 8080]",
                                              show_default=False)] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; log to the home's aigov.log.")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; log to the home's aigov.log.")
+    ] = False,
 ) -> None:
     """Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C."""
     import asyncio
 
-    from daemon.server import daemon_running, serve as run
+    from daemon.server import daemon_running
+    from daemon.server import serve as run
 
     cfg = load_cfg(host=host, port=port)
     running = daemon_running(cfg.paths.pid_file)

@@ -72,7 +72,8 @@ def create(
 ) -> None:
     """Create a key and print its token (shown only this once)."""
     from daemon.errors import ConfigError
-    from daemon.keyadmin import check_policy_name, create as do_create
+    from daemon.keyadmin import check_policy_name
+    from daemon.keyadmin import create as do_create
 
     if not name.strip() or len(name) > 128:
         raise ConfigError("--name must be 1 to 128 characters")
@@ -105,7 +106,7 @@ def list_keys(
     """List keys (active only unless --all); never shows secrets."""
 
     async def go(store: KeyStore, cfg: Any) -> list[KeyRecord]:
-        return await store.list()
+        return await store.list_all()
 
     _, recs = _run(go)
     now = time.time()

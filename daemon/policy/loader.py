@@ -185,7 +185,10 @@ def _rule(ctx: _Ctx, where: str, raw: Any) -> RuleSpec | None:
         value = raw[kind]
         if not isinstance(value, str) or not value:
             raise ctx.error(where, f"{kind} must be a non-empty string", needle)
-        spec = RuleSpec(rid, action, case_sensitive=case, message=message, **{kind: value})
+        spec = RuleSpec(
+            rid, action, case_sensitive=case, message=message,
+            literal=value if kind == "literal" else None, pattern=value if kind == "pattern" else None,
+        )
         try:
             compile_custom(spec)
         except ValueError as e:

@@ -91,7 +91,7 @@ class KeyStore(abc.ABC):
         """The key with this id, or None."""
 
     @abc.abstractmethod
-    async def list(self) -> list[KeyRecord]:
+    async def list_all(self) -> list[KeyRecord]:
         """Every key, oldest first."""
 
     @abc.abstractmethod
@@ -161,7 +161,7 @@ class SqliteKeyStore(KeyStore):
         """The key with this id, or None."""
         return await self._one(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,))
 
-    async def list(self) -> list[KeyRecord]:
+    async def list_all(self) -> list[KeyRecord]:
         """Every key, oldest first."""
         async with self.db.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, key_id") as cur:
             return [_record(tuple(r)) for r in await cur.fetchall()]
