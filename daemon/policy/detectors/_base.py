@@ -44,11 +44,17 @@ class Detector(ABC):
     def find(self, text: str) -> Iterator[Hit]:
         """Yield ``(start, end, message)`` for every match in ``text``."""
 
+    def find_in(self, text: str, windows: list[tuple[int, int]]) -> Iterator[Hit]:
+        """Like :meth:`find`, restricted to matches starting inside ``windows`` (digit detectors override)."""
+        return self.find(text)
+
     def error(self, option: str, problem: str) -> DetectorOptionError:
         """An option error naming this detector and ``option``."""
         return DetectorOptionError(f"detector {self.name!r}: option {option!r} {problem}")
 
-    def str_list(self, options: Mapping[str, object], key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def str_list(
+        self, options: Mapping[str, object], key: str, default: tuple[str, ...] = ()
+    ) -> tuple[str, ...]:
         """Option ``key`` as a tuple of strings."""
         value = options.get(key, default)
         if isinstance(value, str) or not isinstance(value, list | tuple):

@@ -37,9 +37,13 @@ def _varied(value: str) -> bool:
 class _RegexDetector(Detector):
     pattern: re.Pattern[str]
     message: str
+    # The pattern only runs when one of these literals occurs in the text.
+    gate: tuple[str, ...]
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield matches of the pattern that pass :meth:`valid`."""
+        if not any(g in text for g in self.gate):
+            return
         for m in self.pattern.finditer(text):
             if self.valid(m):
                 yield m.start(), m.end(), self.message
@@ -53,7 +57,10 @@ class AwsAccessKeyDetector(_RegexDetector):
     """AWS access key ids."""
 
     name = "aws_access_key"
-    pattern = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z2-7]{16}(?![A-Za-z0-9])")
+    gate = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA")
+    pattern = re.compile(
+        r"(?<![A-Za-z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z2-7]{16}(?![A-Za-z0-9])"
+    )
     message = "AWS access key id"
 
     def valid(self, m: re.Match[str]) -> bool:
@@ -65,6 +72,7 @@ class GithubTokenDetector(_RegexDetector):
     """GitHub personal, OAuth, app and refresh tokens."""
 
     name = "github_token"
+    gate = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")
     pattern = re.compile(
         r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})(?![A-Za-z0-9_])"
     )
@@ -79,6 +87,7 @@ class SlackTokenDetector(_RegexDetector):
     """Slack API tokens and incoming-webhook URLs."""
 
     name = "slack_token"
+    gate = ("xox", "hooks.slack.com")
     pattern = re.compile(
         r"(?<![A-Za-z0-9])(?:xox[abprs]-[0-9A-Za-z]{1,40}(?:-[0-9A-Za-z]{1,80}){1,5}"
         r"|https?://hooks\.slack\.com/services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{16,40})(?![A-Za-z0-9])"
@@ -98,6 +107,7 @@ class StripeKeyDetector(_RegexDetector):
     """Stripe secret and restricted keys (not publishable ``pk_`` keys)."""
 
     name = "stripe_key"
+    gate = ("k_live_", "k_test_")
     pattern = re.compile(r"(?<![A-Za-z0-9_])[rs]k_(?:live|test)_[0-9A-Za-z]{16,247}(?![A-Za-z0-9_])")
     message = "Stripe secret key"
 
@@ -110,6 +120,7 @@ class OpenAiKeyDetector(_RegexDetector):
     """OpenAI API keys, legacy and project/service-account/admin."""
 
     name = "openai_key"
+    gate = ("sk-",)
     pattern = re.compile(
         r"(?<![A-Za-z0-9_\-])sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40,250}"
         r"|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20})(?![A-Za-z0-9_\-])"
@@ -125,6 +136,7 @@ class AigovTokenDetector(_RegexDetector):
     """aigov API tokens with a valid checksum."""
 
     name = "aigov_token"
+    gate = ("aigov_",)
     pattern = re.compile(r"(?<![A-Za-z0-9_])aigov_[a-z2-7]{12}_[0-9A-Za-z]{28}(?![A-Za-z0-9_])")
     message = "aigov API token (checksum-verified)"
 

@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from ._base import Detector, Hit, luhn_ok
 
 _CARD = re.compile(
-    r"(?<![\d])(?<!\d[.,])"
-    r"(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"
-    r"|\d{4}([ -]?)\d{4}\2\d{4}\2\d{1,3}"
-    r"|\d{4}([ -]?)\d{6}\3\d{4,5}"
-    r"|\d{4}([ -]?)\d{5}\4\d{6}"
-    r"|\d{13,19})"
-    r"(?![\d])(?![.,]\d)"
+    r"\d(?<!\d\d)(?<!\d[.,]\d)"
+    r"(?:\d{3}([ -]?)\d{4}\1\d{4}\1\d{4}(?:\1\d{1,3})?"
+    r"|\d{3}([ -]?)\d{4}\2\d{4}\2\d{1,3}"
+    r"|\d{3}([ -]?)\d{6}\3\d{4,5}"
+    r"|\d{3}([ -]?)\d{5}\4\d{6}"
+    r"|\d{12,18})"
+    r"(?!\d)(?![.,]\d)"
 )
 
 # (lowest prefix, highest prefix, allowed lengths); prefixes compared on their own length.
@@ -80,7 +80,12 @@ class CreditCardDetector(Detector):
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield card numbers."""
-        for m in _CARD.finditer(text):
-            digits = m.group().replace(" ", "").replace("-", "")
-            if is_card_number(digits):
-                yield m.start(), m.end(), "credit card number (Luhn-valid)"
+        return self.find_in(text, [(0, len(text))])
+
+    def find_in(self, text: str, windows: list[tuple[int, int]]) -> Iterator[Hit]:
+        """Yield card numbers inside ``windows``."""
+        for lo, hi in windows:
+            for m in _CARD.finditer(text, lo, hi):
+                digits = m.group().replace(" ", "").replace("-", "")
+                if is_card_number(digits):
+                    yield m.start(), m.end(), "credit card number (Luhn-valid)"

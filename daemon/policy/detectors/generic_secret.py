@@ -22,29 +22,61 @@ from collections.abc import Iterator, Mapping
 
 from ._base import Detector, Hit, shannon_entropy
 
-TRIGGER = re.compile(r"(?i)pass|pwd|secret|token|key|auth|credential|cred")
-
-_ASSIGN = re.compile(
-    r"(?<![\w.\-])([\"']?)([A-Za-z_][A-Za-z0-9_.\-]{0,63})\1[ \t]{0,8}(?::=|=>|[:=])[ \t]{0,8}"
-    r"(?:(?:Bearer|Basic|Token)[ \t]{1,4})?([\"'`]?)([^\s\"'`,;]{8,256})(?:\3)"
+# Every secret name contains one of these (lower-cased); names are found around them.
+STEMS = ("pass", "pwd", "secret", "token", "key", "auth", "cred")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_VALUE = re.compile(
+    r"[\"']?[ \t]{0,8}(?::=|=>|[:=])[ \t]{0,8}"
+    r"(?:(?:Bearer|Basic|Token)[ \t]{1,4})?([\"'`]?)([^\s\"'`,;]{8,256})(?:\1)"
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _PARTS = re.compile(r"[^a-z0-9]+")
 _WORDS = frozenset(
     {
-        "password", "passwd", "pwd", "pass", "passphrase", "secret", "secrets", "token", "apikey",
-        "auth", "authorization", "credential", "credentials", "creds", "secretkey", "accesskey",
-        "privatekey", "clientsecret", "authtoken", "accesstoken", "refreshtoken", "bearer", "sessiontoken",
+        "password",
+        "passwd",
+        "pwd",
+        "pass",
+        "passphrase",
+        "secret",
+        "secrets",
+        "token",
+        "apikey",
+        "auth",
+        "authorization",
+        "credential",
+        "credentials",
+        "creds",
+        "secretkey",
+        "accesskey",
+        "privatekey",
+        "clientsecret",
+        "authtoken",
+        "accesstoken",
+        "refreshtoken",
+        "bearer",
+        "sessiontoken",
     }
 )
-_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("signing", "key"),
-                    ("encryption", "key"), ("master", "key"), ("client", "secret"), ("app", "secret")})
+_PAIRS = frozenset(
+    {
+        ("api", "key"),
+        ("access", "key"),
+        ("private", "key"),
+        ("secret", "key"),
+        ("signing", "key"),
+        ("encryption", "key"),
+        ("master", "key"),
+        ("client", "secret"),
+        ("app", "secret"),
+    }
+)
 _PLACEHOLDER = re.compile(
     r"(?i)^(?:<.*>|\$\{.*\}|\$\(.*\)|\{\{.*\}\}|%\(.*\)s|\$[A-Za-z_]\w*|.*(?:xxxx|\*\*\*\*|\.\.\.|____).*"
     r"|.*(?:changeme|change_me|example|dummy|placeholder|redacted|your[_\-]|my[_\-]|sample|replace|insert).*"
     r"|true|false|null|none|undefined|required|optional|string|password\d*|secret\d*|token)$"
 )
-_CODE = re.compile(r"[()\[\]{}<>$]|^(?:os\.|process\.|env\.|self\.|this\.|config\.|settings\.)")
+_CODE = re.compile(r"[()\[\]{}<>]|^\$|\$\{|^(?:os\.|process\.|env\.|self\.|this\.|config\.|settings\.)")
 
 
 def secret_name(name: str) -> bool:
@@ -68,22 +100,48 @@ class GenericSecretDetector(Detector):
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield the values of secret assignments."""
-        if TRIGGER.search(text) is None:
+        lower = text.lower()
+        if not any(stem in lower for stem in STEMS):
             return
-        for m in _ASSIGN.finditer(text):
-            if not secret_name(m.group(2)):
-                continue
-            value = m.group(4)
-            if self.secret_value(value):
-                yield m.start(4), m.end(4), "secret value assigned to a credential name"
+        seen: set[int] = set()
+        for stem in STEMS:
+            pos = lower.find(stem)
+            while pos >= 0:
+                hit = self._at(text, pos, pos + len(stem), seen)
+                if hit is not None:
+                    yield hit
+                pos = lower.find(stem, pos + 1)
+
+    def _at(self, text: str, start: int, end: int, seen: set[int]) -> Hit | None:
+        """Check the assignment whose name contains ``text[start:end]``."""
+        limit = max(0, start - 64)
+        while start > limit and text[start - 1] in _NAME_CHARS:
+            start -= 1
+        stop = min(len(text), end + 64)
+        while end < stop and text[end] in _NAME_CHARS:
+            end += 1
+        if start in seen:
+            return None
+        seen.add(start)
+        name = text[start:end]
+        if not name or not (name[0].isalpha() or name[0] == "_") or not secret_name(name):
+            return None
+        m = _VALUE.match(text, end)
+        if m is None or not self.secret_value(m.group(2)):
+            return None
+        return m.start(2), m.end(2), "secret value assigned to a credential name"
 
     def secret_value(self, value: str) -> bool:
         """True when ``value`` looks like a real secret, not a placeholder or code."""
         if _PLACEHOLDER.match(value) or _CODE.search(value):
             return False
         classes = sum(
-            (any(c.islower() for c in value), any(c.isupper() for c in value), any(c.isdigit() for c in value),
-             any(not c.isalnum() for c in value))
+            (
+                any(c.islower() for c in value),
+                any(c.isupper() for c in value),
+                any(c.isdigit() for c in value),
+                any(not c.isalnum() for c in value),
+            )
         )
         if classes < 2 and len(value) < 16:
             return False

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from ._base import Detector, Hit
 
 _JWT = re.compile(
-    r"(?<![A-Za-z0-9_\-.])(eyJ[A-Za-z0-9_\-]{6,2000})\.(ey[A-Za-z0-9_\-]{4,16000})\.([A-Za-z0-9_\-]{0,2000})"
+    r"(eyJ(?<![A-Za-z0-9_\-.]eyJ)[A-Za-z0-9_\-]{6,2000})\.(ey[A-Za-z0-9_\-]{4,16000})\.([A-Za-z0-9_\-]{0,2000})"
     r"(?![A-Za-z0-9_\-.])"
 )
 
@@ -40,6 +40,8 @@ class JwtDetector(Detector):
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield JWTs."""
+        if "eyJ" not in text:
+            return
         for m in _JWT.finditer(text):
             header = _decode_object(m.group(1))
             if header is None or "alg" not in header or _decode_object(m.group(2)) is None:

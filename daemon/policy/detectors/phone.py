@@ -10,7 +10,8 @@ NANP area code, or an 11-digit ``1...`` mobile). Each remaining span is checked 
 for any country; national numbers only for the configured regions, and only for the regions
 whose number plan the digits can fit (a precheck against the library's metadata, because the
 matcher costs about 0.1 ms per call). If a span does not validate, it is retried without its
-first space-separated group (a zip code or house number glued in front). At most
+first group when that group is followed by a space and the rest is grouped with other
+separators (a zip code or house number in front of ``440-600-5124``). At most
 ``MAX_MATCHER_CALLS`` (64) distinct spans are sent to the matcher per scan, so a megabyte of
 phone-shaped digits costs milliseconds, not seconds; numbers beyond that budget go unreported.
 
@@ -33,17 +34,29 @@ from ._base import Detector, Hit
 
 DEFAULT_REGIONS = ("US", "GB", "IN", "IL", "JP", "CN", "BR", "AU", "FR")
 
+_TAIL = r"\d{1,12}(?:[ .\-]\d{1,10}){0,6}(?![\w@]|[.\-/:]\d)"
 _CANDIDATE = re.compile(
-    r"(?<![\w+\-./:@])(?<!\d[.,])"
-    r"(?:\+\d{1,3}[ .\-]?(?:\(\d{1,5}\)[ .\-]?)?|\(\d{1,5}\)[ .\-]?)?"
-    r"\d{1,12}(?:[ .\-]\d{1,10}){0,6}"
-    r"(?![\w@]|[.\-/:]\d)"
+    r"\+(?<![\w+\-./:@]\+)\d{1,3}[ .\-]?(?:\(\d{1,5}\)[ .\-]?)?"
+    + _TAIL
+    + r"|\((?<![\w+\-./:@]\()\d{1,5}\)[ .\-]?"
+    + _TAIL
+    + r"|\d(?<![\w+\-./:@]\d)(?<!\d[.,]\d)(?:\d{0,11}(?:[ .\-]\d{1,10}){0,6}(?![\w@]|[.\-/:]\d))"
 )
 MAX_MATCHER_CALLS = 64
 # Regions where a national number is always written with its trunk 0 (CN, IN and BR mobiles are not).
-_TRUNK_ZERO_WRITTEN = frozenset({"GB", "IL", "JP", "AU", "FR", "DE", "NL", "AT", "CH", "BE", "NZ", "IE", "ZA"})
+_TRUNK_ZERO_WRITTEN = frozenset(
+    {"GB", "IL", "JP", "AU", "FR", "DE", "NL", "AT", "CH", "BE", "NZ", "IE", "ZA"}
+)
 _NUMBER_TYPES = (
-    "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "voip", "personal_number", "pager", "uan",
+    "fixed_line",
+    "mobile",
+    "toll_free",
+    "premium_rate",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
 )
 _GROUP_SEP = re.compile(r"[ .\-]")
 _DATE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{2,4}")
@@ -71,15 +84,27 @@ class PhoneDetector(Detector):
             if md is None:
                 continue
             descs = (getattr(md, attr, None) for attr in _NUMBER_TYPES)
-            patterns = [d.national_number_pattern for d in descs if d is not None and d.national_number_pattern]
+            patterns = [
+                d.national_number_pattern for d in descs if d is not None and d.national_number_pattern
+            ]
             if patterns:
-                plans.append((region, md.national_prefix or "", re.compile("|".join(f"(?:{p})" for p in patterns))))
+                plans.append(
+                    (region, md.national_prefix or "", re.compile("|".join(f"(?:{p})" for p in patterns)))
+                )
         self._plans = tuple(plans)
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield validated phone numbers."""
+        return self.find_in(text, [(0, len(text))])
+
+    def find_in(self, text: str, windows: list[tuple[int, int]]) -> Iterator[Hit]:
+        """Yield validated phone numbers inside ``windows``."""
         budget = _Budget()
-        for m in _CANDIDATE.finditer(text):
+        for lo, hi in windows:
+            yield from self._scan(text, lo, hi, budget)
+
+    def _scan(self, text: str, lo: int, hi: int, budget: _Budget) -> Iterator[Hit]:
+        for m in _CANDIDATE.finditer(text, lo, hi):
             span = m.group()
             offset = m.start()
             for _ in range(3):
@@ -88,7 +113,7 @@ class PhoneDetector(Detector):
                     yield offset + hit[0], offset + hit[1], "phone number"
                     break
                 sep = _GROUP_SEP.search(span)
-                if sep is None or sep.group() != " " or span.startswith("+"):
+                if sep is None or sep.group() != " " or span.startswith("+") or " " in span[sep.end() :]:
                     break
                 offset += sep.end()
                 span = span[sep.end() :]

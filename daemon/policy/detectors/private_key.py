@@ -32,6 +32,8 @@ class PrivateKeyDetector(Detector):
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield private key blocks."""
+        if "PRIVATE KEY" not in text:
+            return
         for m in _BEGIN.finditer(text):
             footer = f"-----END {m.group(1)}-----"
             end = text.find(footer, m.end(), m.end() + _MAX_KEY_CHARS)

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 from ._base import Detector, Hit
 
-_SSN = re.compile(r"(?<![\w.+\-/])(\d{3})([- .])(\d{2})\2(\d{4})(?![\w\-/]|\.\d)")
-_BARE = re.compile(r"(?<![\w.+\-/])\d{9}(?![\w\-/]|\.\d)")
+_SSN = re.compile(r"(\d(?<![\w.+\-/]\d)\d\d)([- .])(\d{2})\2(\d{4})(?![\w\-/]|\.\d)")
+_BARE = re.compile(r"\d(?<![\w.+\-/]\d)\d{8}(?![\w\-/]|\.\d)")
 _CONTEXT = re.compile(r"(?i)\b(?:ssn|ss#|ss no|social security|social sec|tax ?id|taxpayer id|itin)\b")
 
 _VOID = frozenset({"078051120", "219099999", "457555462", "123456789"})
@@ -43,9 +43,14 @@ class UsSsnDetector(Detector):
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield SSNs in separated form, and bare 9-digit ones after an SSN context word."""
-        for m in _SSN.finditer(text):
-            if ssn_valid(m.group(1) + m.group(3) + m.group(4)):
-                yield m.start(), m.end(), "US social security number"
-        for m in _BARE.finditer(text):
-            if ssn_valid(m.group()) and _CONTEXT.search(text, max(0, m.start() - 40), m.start()):
-                yield m.start(), m.end(), "US social security number (with SSN context)"
+        return self.find_in(text, [(0, len(text))])
+
+    def find_in(self, text: str, windows: list[tuple[int, int]]) -> Iterator[Hit]:
+        """Yield SSNs inside ``windows``."""
+        for lo, hi in windows:
+            for m in _SSN.finditer(text, lo, hi):
+                if ssn_valid(m.group(1) + m.group(3) + m.group(4)):
+                    yield m.start(), m.end(), "US social security number"
+            for m in _BARE.finditer(text, lo, hi):
+                if ssn_valid(m.group()) and _CONTEXT.search(text, max(0, m.start() - 40), m.start()):
+                    yield m.start(), m.end(), "US social security number (with SSN context)"
