@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.scenarios import LATE_THRESHOLD_S, Pacer, PhaseSpec, iter_schedule
@@ -118,15 +119,28 @@ class PhaseResult:
     @property
     def finished(self) -> int:
         """Requests with an outcome: a response or a transport error."""
-        return self.completed + sum(v for k, v in self.errors.items() if not k.startswith("http_")
-                                    and k != "rate_limited")
+        return self.completed + sum(
+            v for k, v in self.errors.items() if not k.startswith("http_") and k != "rate_limited"
+        )
 
     def merge(self, other: PhaseResult) -> None:
         """Fold another worker's result for the same phase into this one."""
         self.latency.merge(other.latency)
         self.service.merge(other.service)
-        for name in ("scheduled", "sent", "completed", "ok", "rate_limited", "abandoned", "bytes_sent",
-                     "bytes_received", "late", "dispatch_late", "pool_exhausted", "connections_opened"):
+        for name in (
+            "scheduled",
+            "sent",
+            "completed",
+            "ok",
+            "rate_limited",
+            "abandoned",
+            "bytes_sent",
+            "bytes_received",
+            "late",
+            "dispatch_late",
+            "pool_exhausted",
+            "connections_opened",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for code, n in other.statuses.items():
             self.statuses[code] = self.statuses.get(code, 0) + n
@@ -191,8 +205,7 @@ class _Conn(asyncio.Protocol):
         self.dead = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         self.engine._connected(self)
 
     def send(self, data: bytes, intended: float, tag: int, now: float) -> None:
@@ -218,25 +231,24 @@ class _Conn(asyncio.Protocol):
                         raise _ProtocolError("header too long")
                     self.buf = buf
                     return
-                head = buf[:end].lower()
-                if not head.startswith(b"http/1."):
+                if buf[:7] != b"HTTP/1.":
                     raise _ProtocolError("not HTTP/1.x")
-                self.status = int(head[9:12])
+                self.status = int(buf[9:12])
                 self.body_start = end + 4
-                self.close_after = b"\r\nconnection: close" in head
-                cl = head.find(b"\r\ncontent-length:")
-                if cl >= 0:
-                    eol = head.find(b"\r\n", cl + 17)
-                    self.need = self.body_start + int(head[cl + 17: eol if eol >= 0 else len(head)])
+                raw_head = buf[:end]
+                # Fast path: the canonical spelling servers (aiohttp included) use.
+                cl = raw_head.find(b"\r\nContent-Length: ")
+                if (
+                    cl >= 0
+                    and b"\r\nConnection:" not in raw_head
+                    and b"\r\nTransfer-Encoding" not in raw_head
+                ):
+                    eol = raw_head.find(b"\r\n", cl + 18)
+                    self.need = self.body_start + int(raw_head[cl + 18 : eol if eol >= 0 else end])
                     self.chunked = False
-                elif b"\r\ntransfer-encoding: chunked" in head:
-                    self.chunked = True
-                    self.need = 0
-                elif self.status in (204, 304) or 100 <= self.status < 200:
-                    self.need = self.body_start
-                    self.chunked = False
+                    self.close_after = False
                 else:
-                    raise _ProtocolError("response without length")
+                    self._parse_head(raw_head.lower())
             if self.chunked:
                 end_at = _chunked_end(buf, self.body_start)
                 if end_at < 0:
@@ -256,6 +268,22 @@ class _Conn(asyncio.Protocol):
         self.buf = b""
         self.busy = False
         self.engine._response(self, self.status, len(buf))
+
+    def _parse_head(self, head: bytes) -> None:
+        self.close_after = b"\r\nconnection: close" in head
+        cl = head.find(b"\r\ncontent-length:")
+        if cl >= 0:
+            eol = head.find(b"\r\n", cl + 17)
+            self.need = self.body_start + int(head[cl + 17 : eol if eol >= 0 else len(head)])
+            self.chunked = False
+        elif b"\r\ntransfer-encoding: chunked" in head:
+            self.chunked = True
+            self.need = 0
+        elif self.status in (204, 304) or 100 <= self.status < 200:
+            self.need = self.body_start
+            self.chunked = False
+        else:
+            raise _ProtocolError("response without length")
 
     def _fail(self, kind: str) -> None:
         if self.busy:
@@ -311,8 +339,15 @@ class Engine:
         for t in self._connect_tasks:
             t.cancel()
 
-    async def run_phase(self, index: int, spec: PhaseSpec, t0: float, worker: int = 0, workers: int = 1,
-                        on_tick: Callable[[Tick], None] | None = None) -> PhaseResult:
+    async def run_phase(
+        self,
+        index: int,
+        spec: PhaseSpec,
+        t0: float,
+        worker: int = 0,
+        workers: int = 1,
+        on_tick: Callable[[Tick], None] | None = None,
+    ) -> PhaseResult:
         """Run one phase from absolute monotonic time ``t0`` and return its totals."""
         r = self._r = PhaseResult(phase=index, spec=spec)
         self._tick = Tick(phase=index, index=0)
@@ -322,7 +357,9 @@ class Engine:
         cpu0 = time.process_time()
         ticker = asyncio.ensure_future(self._ticker(index, t0, on_tick))
         reaper = asyncio.ensure_future(self._reaper())
-        self._ensure_capacity(min(8, self.cfg.connections))
+        # Open enough connections for the largest burst before it is due (a share per worker).
+        burst_share = -(-spec.max_simultaneous() // workers)
+        self._ensure_capacity(min(max(8, burst_share), self.cfg.connections))
         try:
             delay = t0 - clock()
             if delay > 0:
@@ -342,7 +379,7 @@ class Engine:
                 self._drained.clear()
                 try:
                     await asyncio.wait_for(self._drained.wait(), grace)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             ticker.cancel()
@@ -360,7 +397,7 @@ class Engine:
         r.dispatch_max_lag_s = pacer.max_lag_s
         r.wall_s = max(1e-9, clock() - t0)
         r.cpu_s = time.process_time() - cpu0
-        r.max_cpu_ratio = r.cpu_s / max(r.schedule_s, 1e-9) if r.schedule_s > 0.2 else 0.0
+        r.max_cpu_ratio = r.cpu_s / r.wall_s if r.wall_s > 0.2 else 0.0
         self._emit_tick(on_tick)
         return r
 
@@ -369,6 +406,7 @@ class Engine:
     def _emit_tick(self, on_tick: Callable[[Tick], None] | None) -> None:
         t = self._tick
         self._tick = Tick(phase=t.phase, index=t.index + 1)
+        self._r.latency.merge(t.hist)
         if on_tick is not None:
             on_tick(t)
 
@@ -445,8 +483,7 @@ class Engine:
         r = self._r
         t = self._tick
         lat = int((now - conn.intended) * 1e6)
-        r.latency.record(lat)
-        t.hist.record(lat)
+        t.hist.record(lat)  # folded into the phase's latency histogram at every tick
         r.service.record(int((now - conn.sent_at) * 1e6))
         r.completed += 1
         t.completed += 1

@@ -52,8 +52,17 @@ class CliKeyAdmin:
 
     def create(self, name: str, limit: int, window_s: float, expires_in_s: float) -> tuple[str, str]:
         """Create a key with ``aigov keys create --json``."""
-        proc = self._run("keys", "create", "--name", name, "--rate-limit", f"{limit}/{int(window_s)}s",
-                         "--expires-in", f"{int(expires_in_s)}s", "--json")
+        proc = self._run(
+            "keys",
+            "create",
+            "--name",
+            name,
+            "--rate-limit",
+            f"{limit}/{int(window_s)}s",
+            "--expires-in",
+            f"{int(expires_in_s)}s",
+            "--json",
+        )
         if proc.returncode != 0:
             raise KeyAdminError(proc.stderr.strip() or "aigov keys create failed")
         data = json.loads(proc.stdout)

@@ -17,9 +17,29 @@ from aigov_cli.loadtest.units import format_bytes, format_ms
 
 SCHEMA = "aigov.loadtest/v1"
 PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p99.9", 99.9))
-CSV_FIELDS = ("t_s", "phase", "target_rate", "sent", "completed", "rps", "errors", "rate_limited", "late",
-              "p50_ms", "p95_ms", "p99_ms", "max_ms", "queue_depth", "rss_bytes")
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p95", 95.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+)
+CSV_FIELDS = (
+    "t_s",
+    "phase",
+    "target_rate",
+    "sent",
+    "completed",
+    "rps",
+    "errors",
+    "rate_limited",
+    "late",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "queue_depth",
+    "rss_bytes",
+)
 LATENCY_DRIFT_RATIO = 1.5
 LATENCY_DRIFT_MIN_MS = 5.0
 MEMORY_DRIFT_RATIO = 1.10
@@ -46,7 +66,7 @@ def _rate(n: int, seconds: float) -> float:
 
 def _requests(r: PhaseResult, planned_rate: float | None) -> dict[str, Any]:
     finished = r.finished
-    span = r.schedule_s if r.interrupted else max(r.schedule_s, sum_duration(r))
+    span = r.schedule_s if r.interrupted or not r.spec.duration_s else r.spec.duration_s
     return {
         "scheduled": r.scheduled,
         "sent": r.sent,
@@ -60,11 +80,6 @@ def _requests(r: PhaseResult, planned_rate: float | None) -> dict[str, Any]:
         "achieved_rate": _rate(r.sent, span),
         "throughput": _rate(r.completed, r.wall_s),
     }
-
-
-def sum_duration(r: PhaseResult) -> float:
-    """The planned duration of the phase(s) behind a result."""
-    return r.spec.duration_s
 
 
 def drift(history: Sequence[HistoryRow]) -> dict[str, Any] | None:
@@ -85,12 +100,20 @@ def drift(history: Sequence[HistoryRow]) -> dict[str, Any] | None:
     rss_last_v = [r.rss_bytes for r in last if r.rss_bytes is not None]
     rss_first = sum(rss_first_v) / len(rss_first_v) if rss_first_v else None
     rss_last = sum(rss_last_v) / len(rss_last_v) if rss_last_v else None
-    memory_drift = (rss_first is not None and rss_last is not None
-                    and rss_last > rss_first * MEMORY_DRIFT_RATIO
-                    and rss_last - rss_first > MEMORY_DRIFT_MIN_BYTES)
-    return {"p95_first_ms": round(lat_first, 3), "p95_last_ms": round(lat_last, 3),
-            "rss_first_bytes": rss_first, "rss_last_bytes": rss_last,
-            "latency_drift": latency_drift, "memory_drift": memory_drift}
+    memory_drift = (
+        rss_first is not None
+        and rss_last is not None
+        and rss_last > rss_first * MEMORY_DRIFT_RATIO
+        and rss_last - rss_first > MEMORY_DRIFT_MIN_BYTES
+    )
+    return {
+        "p95_first_ms": round(lat_first, 3),
+        "p95_last_ms": round(lat_last, 3),
+        "rss_first_bytes": rss_first,
+        "rss_last_bytes": rss_last,
+        "latency_drift": latency_drift,
+        "memory_drift": memory_drift,
+    }
 
 
 def history_rows(history: Sequence[HistoryRow]) -> list[dict[str, Any]]:
@@ -98,13 +121,25 @@ def history_rows(history: Sequence[HistoryRow]) -> list[dict[str, Any]]:
     out = []
     for r in history:
         ps = r.hist.percentiles((50.0, 95.0, 99.0))
-        out.append({
-            "t_s": round(r.t_s, 3), "phase": r.phase, "target_rate": r.target_rate, "sent": r.sent,
-            "completed": r.completed, "rps": _rate(r.completed, r.length_s), "errors": r.errors,
-            "rate_limited": r.rate_limited, "late": r.late, "p50_ms": _ms(ps[50.0]), "p95_ms": _ms(ps[95.0]),
-            "p99_ms": _ms(ps[99.0]), "max_ms": _ms(r.hist.max) if r.hist.total else None,
-            "queue_depth": r.queue_depth, "rss_bytes": r.rss_bytes,
-        })
+        out.append(
+            {
+                "t_s": round(r.t_s, 3),
+                "phase": r.phase,
+                "target_rate": r.target_rate,
+                "sent": r.sent,
+                "completed": r.completed,
+                "rps": _rate(r.completed, r.length_s),
+                "errors": r.errors,
+                "rate_limited": r.rate_limited,
+                "late": r.late,
+                "p50_ms": _ms(ps[50.0]),
+                "p95_ms": _ms(ps[95.0]),
+                "p99_ms": _ms(ps[99.0]),
+                "max_ms": _ms(r.hist.max) if r.hist.total else None,
+                "queue_depth": r.queue_depth,
+                "rss_bytes": r.rss_bytes,
+            }
+        )
     return out
 
 
@@ -117,24 +152,40 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
     probes = []
     for tag in sorted(t.probes):
         sent, passed, limited, other = t.probes[tag]
-        probes.append({"limit": run.probe_limits.get(tag), "expected": run.probe_expected.get(tag),
-                       "sent": sent, "passed": passed, "limited": limited, "other": other})
+        probes.append(
+            {
+                "limit": run.probe_limits.get(tag),
+                "expected": run.probe_expected.get(tag),
+                "sent": sent,
+                "passed": passed,
+                "limited": limited,
+                "other": other,
+            }
+        )
     accuracy = run.rate_limit_accuracy()
     samples_q = [s.queue_depth for s in run.samples if s.queue_depth is not None]
     samples_m = [s.rss_bytes for s in run.samples if s.rss_bytes is not None]
     drift_info = drift(run.history) if o.mode is Mode.soak else None
     if drift_info and drift_info["latency_drift"]:
-        warnings.append(f"latency drifts upward: p95 {drift_info['p95_first_ms']}ms in the first third, "
-                        f"{drift_info['p95_last_ms']}ms in the last")
+        warnings.append(
+            f"latency drifts upward: p95 {drift_info['p95_first_ms']}ms in the first third, "
+            f"{drift_info['p95_last_ms']}ms in the last"
+        )
     if drift_info and drift_info["memory_drift"]:
-        warnings.append(f"daemon memory drifts upward: RSS {format_bytes(drift_info['rss_first_bytes'])} -> "
-                        f"{format_bytes(drift_info['rss_last_bytes'])}")
+        warnings.append(
+            f"daemon memory drifts upward: RSS {format_bytes(drift_info['rss_first_bytes'])} -> "
+            f"{format_bytes(drift_info['rss_last_bytes'])}"
+        )
     if any(st.generator_bound for st in run.stages):
-        warnings.append("the generator was the bottleneck for part of the run: the results understate the "
-                        "daemon; use --workers N")
+        warnings.append(
+            "the generator was the bottleneck for part of the run: the results understate the "
+            "daemon; use --workers N"
+        )
     if t.pool_exhausted and not any(st.generator_bound for st in run.stages):
-        warnings.append(f"{t.pool_exhausted} starts waited for a free connection (all connections busy); "
-                        "their wait is in the latency")
+        warnings.append(
+            f"{t.pool_exhausted} starts waited for a free connection (all connections busy); "
+            "their wait is in the latency"
+        )
     if o.mode is not Mode.stress and t.rate_limited:
         warnings.append(f"{t.rate_limited} requests were rate limited (429) on the main key")
     if not samples_q and not samples_m:
@@ -146,11 +197,20 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
         "mode": o.mode.value,
         "target": {"url": o.target.url, "key": run.key_kind},
         "config": {
-            "rate": o.rate, "duration_s": o.duration_s, "interval_s": o.interval_s, "workers": o.workers,
-            "connections": o.connections, "timeout_s": o.timeout_s, "max_requests": o.max_requests,
-            "corpus": o.corpus.source, "corpus_size": len(o.corpus.bodies),
-            **({"burst_size": o.burst_size, "burst_every_s": o.burst_every_s, "probe_limit": o.probe_limit}
-               if o.mode is Mode.burst else {}),
+            "rate": o.rate,
+            "duration_s": o.duration_s,
+            "interval_s": o.interval_s,
+            "workers": o.workers,
+            "connections": o.connections,
+            "timeout_s": o.timeout_s,
+            "max_requests": o.max_requests,
+            "corpus": o.corpus.source,
+            "corpus_size": len(o.corpus.bodies),
+            **(
+                {"burst_size": o.burst_size, "burst_every_s": o.burst_every_s, "probe_limit": o.probe_limit}
+                if o.mode is Mode.burst
+                else {}
+            ),
             **({"stage_s": o.stage_s, "step": o.step} if o.mode is Mode.stress else {}),
         },
         "started_at": run.started_at,
@@ -173,8 +233,9 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
         "status_codes": {str(k): v for k, v in sorted(t.statuses.items())},
         "errors": dict(sorted(t.errors.items())),
         "bytes": {"sent": t.bytes_sent, "received": t.bytes_received},
-        "rate_limit": None if not probes else {"accuracy_pct": None if accuracy is None else round(accuracy, 3),
-                                               "probes": probes},
+        "rate_limit": None
+        if not probes
+        else {"accuracy_pct": None if accuracy is None else round(accuracy, 3), "probes": probes},
         "daemon": {
             "queue_depth_max": max(samples_q) if samples_q else None,
             "rss_bytes_first": samples_m[0] if samples_m else None,
@@ -183,23 +244,41 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
             "samples": len(run.samples),
         },
         "stages": [
-            {"index": st.index, "target_rate": st.spec.rate, "duration_s": st.spec.duration_s,
-             "sent": st.result.sent, "completed": st.result.completed,
-             "achieved_rate": _rate(st.result.sent, st.spec.duration_s if not st.result.interrupted
-                                    else st.result.schedule_s),
-             "error_rate": round(st.result.error_count / st.result.finished, 6) if st.result.finished else None,
-             **{k: v for k, v in latency_summary(st.result.latency).items() if k in ("p50", "p95", "p99")},
-             "queue_depth_max": st.queue_depth_max, "met_sla": st.met_sla,
-             "generator_bound": st.generator_bound}
+            {
+                "index": st.index,
+                "target_rate": st.spec.rate,
+                "duration_s": st.spec.duration_s,
+                "sent": st.result.sent,
+                "completed": st.result.completed,
+                "achieved_rate": _rate(
+                    st.result.sent, st.spec.duration_s if not st.result.interrupted else st.result.schedule_s
+                ),
+                "error_rate": round(st.result.error_count / st.result.finished, 6)
+                if st.result.finished
+                else None,
+                **{k: v for k, v in latency_summary(st.result.latency).items() if k in ("p50", "p95", "p99")},
+                "queue_depth_max": st.queue_depth_max,
+                "met_sla": st.met_sla,
+                "generator_bound": st.generator_bound,
+            }
             for st in run.stages
-        ] if o.mode is Mode.stress else [],
+        ]
+        if o.mode is Mode.stress
+        else [],
         "breaking_point_rps": run.breaking_point,
         "drift": drift_info,
         "history": rows,
         "thresholds": [
-            {"expr": v.threshold.expr, "metric": v.threshold.metric, "op": v.threshold.op,
-             "limit": v.threshold.limit, "observed": None if v.observed is None else round(v.observed, 6),
-             "observed_text": v.describe_observed(), "status": v.status, "source": v.threshold.source}
+            {
+                "expr": v.threshold.expr,
+                "metric": v.threshold.metric,
+                "op": v.threshold.op,
+                "limit": v.threshold.limit,
+                "observed": None if v.observed is None else round(v.observed, 6),
+                "observed_text": v.describe_observed(),
+                "status": v.status,
+                "source": v.threshold.source,
+            }
             for v in run.thresholds
         ],
         "keys": {"created": run.keys_created, "revoked": run.keys_revoked},
@@ -250,26 +329,43 @@ def render_summary(doc: dict[str, Any], console: Any) -> None:
     t.add_row("requests", f"{req['sent']} sent, {req['completed']} answered, {req['ok']} ok")
     t.add_row("rate", f"{req['achieved_rate']:.1f}/s achieved{target}, throughput {req['throughput']:.1f}/s")
     er = req["error_rate"]
-    t.add_row("errors", f"{req['errors']} ({'-' if er is None else f'{er * 100:.2f}%'})"
-              + (f"  {', '.join(f'{k}={v}' for k, v in doc['errors'].items())}" if doc["errors"] else ""))
+    t.add_row(
+        "errors",
+        f"{req['errors']} ({'-' if er is None else f'{er * 100:.2f}%'})"
+        + (f"  {', '.join(f'{k}={v}' for k, v in doc['errors'].items())}" if doc["errors"] else ""),
+    )
     t.add_row("429s", str(doc["status_codes"].get("429", 0)))
     t.add_row("status", "  ".join(f"{k}={v}" for k, v in doc["status_codes"].items()) or "-")
     sch = doc["schedule"]
-    t.add_row("behind schedule", f"{sch['late_starts']} starts > {sch['late_threshold_ms']:g}ms late, "
-              f"max lag {format_ms(sch['max_start_lag_ms'])}")
-    t.add_row("bytes", f"{format_bytes(doc['bytes']['sent'])} sent, {format_bytes(doc['bytes']['received'])} received")
+    t.add_row(
+        "behind schedule",
+        f"{sch['late_starts']} starts > {sch['late_threshold_ms']:g}ms late, "
+        f"max lag {format_ms(sch['max_start_lag_ms'])}",
+    )
+    t.add_row(
+        "bytes",
+        f"{format_bytes(doc['bytes']['sent'])} sent, {format_bytes(doc['bytes']['received'])} received",
+    )
     d = doc["daemon"]
     qd = d["queue_depth_max"]
-    t.add_row("daemon", f"queue depth max {'-' if qd is None else f'{qd:g}'}, "
-              f"RSS {format_bytes(d['rss_bytes_first'])} -> {format_bytes(d['rss_bytes_last'])}")
+    t.add_row(
+        "daemon",
+        f"queue depth max {'-' if qd is None else f'{qd:g}'}, "
+        f"RSS {format_bytes(d['rss_bytes_first'])} -> {format_bytes(d['rss_bytes_last'])}",
+    )
     rl = doc["rate_limit"]
     if rl is not None:
         acc = rl["accuracy_pct"]
-        detail = ", ".join(f"{p['passed']}/{p['sent']} passed (expected {p['expected']})" for p in rl["probes"])
+        detail = ", ".join(
+            f"{p['passed']}/{p['sent']} passed (expected {p['expected']})" for p in rl["probes"]
+        )
         t.add_row("rate-limit accuracy", f"{'-' if acc is None else f'{acc:.2f}%'}  {detail}")
     if doc["breaking_point_rps"] is not None or doc["mode"] == "stress":
         bp = doc["breaking_point_rps"]
-        t.add_row("breaking point", "no stage met the SLA" if bp is None else f"{bp:g} req/s (highest rate that met the SLA)")
+        t.add_row(
+            "breaking point",
+            "no stage met the SLA" if bp is None else f"{bp:g} req/s (highest rate that met the SLA)",
+        )
     console.print(t)
 
     lt = Table(title="latency (from intended start)", title_justify="left", box=None)
@@ -284,11 +380,16 @@ def render_summary(doc: dict[str, Any], console: Any) -> None:
             st.add_column(name, justify="right")
         for s in doc["stages"]:
             er_s = s["error_rate"]
-            st.add_row(f"{s['target_rate']:g}", f"{s['achieved_rate']:.0f}", format_ms(s["p50"]),
-                       format_ms(s["p95"]), format_ms(s["p99"]),
-                       "-" if er_s is None else f"{er_s * 100:.2f}%",
-                       "-" if s["queue_depth_max"] is None else f"{s['queue_depth_max']:g}",
-                       ("✓" if s["met_sla"] else "✗") + (" (generator-bound)" if s["generator_bound"] else ""))
+            st.add_row(
+                f"{s['target_rate']:g}",
+                f"{s['achieved_rate']:.0f}",
+                format_ms(s["p50"]),
+                format_ms(s["p95"]),
+                format_ms(s["p99"]),
+                "-" if er_s is None else f"{er_s * 100:.2f}%",
+                "-" if s["queue_depth_max"] is None else f"{s['queue_depth_max']:g}",
+                ("✓" if s["met_sla"] else "✗") + (" (generator-bound)" if s["generator_bound"] else ""),
+            )
         console.print(st)
 
     console.print(Text("thresholds", style="bold"))

@@ -206,15 +206,22 @@ class RunData:
         return max(values) if values else None
 
 
-def stats_of(result: PhaseResult, queue_depth: float | None, accuracy: float | None = None,
-             breaking_point: float | None = None) -> Stats:
+def stats_of(
+    result: PhaseResult,
+    queue_depth: float | None,
+    accuracy: float | None = None,
+    breaking_point: float | None = None,
+) -> Stats:
     """The threshold inputs of a result."""
     finished = result.finished
-    return Stats(latency=result.latency,
-                 error_rate=(result.error_count / finished) if finished else None,
-                 rate_limit_accuracy=accuracy, queue_depth=queue_depth,
-                 rps=result.completed / result.wall_s if result.wall_s > 0 else None,
-                 breaking_point=breaking_point)
+    return Stats(
+        latency=result.latency,
+        error_rate=(result.error_count / finished) if finished else None,
+        rate_limit_accuracy=accuracy,
+        queue_depth=queue_depth,
+        rps=result.completed / result.wall_s if result.wall_s > 0 else None,
+        breaking_point=breaking_point,
+    )
 
 
 def generator_bound(result: PhaseResult) -> bool:
@@ -232,7 +239,7 @@ def default_connections(specs: Sequence[PhaseSpec], timeout_s: float) -> int:
 
 
 def _iso_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def plan(opts: RunOptions) -> list[PhaseSpec]:
@@ -243,13 +250,25 @@ def plan(opts: RunOptions) -> list[PhaseSpec]:
             raise RunError("the stress duration is shorter than one stage: raise --duration")
         return stages
     if opts.mode is Mode.burst:
-        spec = PhaseSpec(rate=opts.rate, duration_s=opts.duration_s, burst_size=opts.burst_size,
-                         burst_every_s=opts.burst_every_s, max_requests=opts.max_requests)
+        spec = PhaseSpec(
+            rate=opts.rate,
+            duration_s=opts.duration_s,
+            burst_size=opts.burst_size,
+            burst_every_s=opts.burst_every_s,
+            max_requests=opts.max_requests,
+        )
         n_probes = min(opts.probes, len(spec.burst_offsets())) if opts.key is None else 0
         probe_sizes = tuple(2 * opts.probe_limit for _ in range(n_probes))
-        return [PhaseSpec(rate=spec.rate, duration_s=spec.duration_s, burst_size=spec.burst_size,
-                          burst_every_s=spec.burst_every_s, probe_sizes=probe_sizes,
-                          max_requests=opts.max_requests)]
+        return [
+            PhaseSpec(
+                rate=spec.rate,
+                duration_s=spec.duration_s,
+                burst_size=spec.burst_size,
+                burst_every_s=spec.burst_every_s,
+                probe_sizes=probe_sizes,
+                max_requests=opts.max_requests,
+            )
+        ]
     return [PhaseSpec(rate=opts.rate, duration_s=opts.duration_s, max_requests=opts.max_requests)]
 
 
@@ -258,10 +277,15 @@ async def _warm_up(target: Target, token: str, body: bytes, what: str) -> int:
     deadline = time.monotonic() + 3.0
     while True:
         try:
-            resp = await request(target, "POST", "/v1/check", body=body, timeout_s=10.0,
-                                 headers={"Authorization": f"Bearer {token}",
-                                          "Content-Type": "application/json"})
-        except (OSError, asyncio.TimeoutError, ValueError, IndexError) as exc:
+            resp = await request(
+                target,
+                "POST",
+                "/v1/check",
+                body=body,
+                timeout_s=10.0,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+        except (TimeoutError, OSError, ValueError, IndexError) as exc:
             raise RunError(f"warm-up request with the {what} failed: {exc}") from None
         # A key created a moment ago may take up to a second to be seen by the daemon.
         if resp.status == 401 and what != "--key" and time.monotonic() < deadline:
@@ -297,8 +321,12 @@ class _Collector:
         row = self.rows.get(key)
         if row is None:
             offset = self.phase_offset.get(tick.phase, 0.0)
-            row = self.rows[key] = HistoryRow(t_s=offset + row_i * self.interval_s, length_s=self.interval_s,
-                                              phase=tick.phase, target_rate=self.phase_rate.get(tick.phase, 0))
+            row = self.rows[key] = HistoryRow(
+                t_s=offset + row_i * self.interval_s,
+                length_s=self.interval_s,
+                phase=tick.phase,
+                target_rate=self.phase_rate.get(tick.phase, 0),
+            )
         row.sent += tick.sent
         row.completed += tick.completed
         row.errors += tick.errors
@@ -332,21 +360,24 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
     data = RunData(options=opts, started_at=_iso_now(), key_kind="provided" if opts.key else "temporary")
     try:
         health = await request(target, "GET", "/healthz", timeout_s=5.0)
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+    except (TimeoutError, OSError, ValueError, IndexError):
         raise RunError(f"no aigov daemon answers at {target.url} (start it with `aigov serve`)") from None
     if health.status != 200:
         raise RunError(f"{target.url}/healthz answered {health.status}: the daemon is not healthy")
 
     total_planned = sum(s.scheduled_count() for s in specs)
-    all_thresholds = merge_thresholds(default_thresholds(opts.mode, bool(specs[0].probe_sizes)), opts.thresholds)
+    all_thresholds = merge_thresholds(
+        default_thresholds(opts.mode, bool(specs[0].probe_sizes)), opts.thresholds
+    )
     temp = TempKeys(admin) if (opts.key is None and admin is not None) else None
     if opts.key is None and temp is None:
         raise RunError("no --key given and no key administration available")
     loop = asyncio.get_running_loop()
     executor: Executor | None = None
     sampler: asyncio.Task[None] | None = None
+    sampling = asyncio.Event()  # set: stop sampling
     interrupted = False
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     run_t0 = time.monotonic()
     try:
         probe_tokens: list[str] = []
@@ -355,37 +386,59 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
         if temp is not None:
             limit = int(min(1_000_000_000, max(1000, total_planned * 2 + 1000)))
             try:
-                main_token = temp.create(f"loadtest-{opts.mode.value}-{tag}", limit, PROBE_WINDOW_S, expires)
+                main_token = await asyncio.to_thread(
+                    temp.create, f"loadtest-{opts.mode.value}-{tag}", limit, PROBE_WINDOW_S, expires
+                )
                 for j, _ in enumerate(specs[0].probe_sizes):
-                    probe_tokens.append(temp.create(f"loadtest-probe-{tag}-{j + 1}", opts.probe_limit,
-                                                    PROBE_WINDOW_S, expires))
+                    probe_tokens.append(
+                        await asyncio.to_thread(
+                            temp.create,
+                            f"loadtest-probe-{tag}-{j + 1}",
+                            opts.probe_limit,
+                            PROBE_WINDOW_S,
+                            expires,
+                        )
+                    )
             except KeyAdminError as exc:
                 raise RunError(str(exc)) from None
         else:
             assert opts.key is not None
             main_token = opts.key
         probe_body = b'{"model":"gpt-4o","operation":"chat","input_text":"rate limit probe"}'
-        status = await _warm_up(target, main_token, opts.corpus.bodies[0], "--key" if opts.key else "temporary key")
+        status = await _warm_up(
+            target, main_token, opts.corpus.bodies[0], "--key" if opts.key else "temporary key"
+        )
         if status == 401:
             if opts.key:
                 raise RunError("the daemon rejected --key (401 unauthorized)")
-            raise RunError(f"the daemon at {target.url} rejected a temporary key: is it running with the "
-                           "same AIGOV_HOME? Otherwise pass --key TOKEN")
+            raise RunError(
+                f"the daemon at {target.url} rejected a temporary key: is it running with the "
+                "same AIGOV_HOME? Otherwise pass --key TOKEN"
+            )
         if status == 429:
             observer.warn("the key is already rate limited: expect 429s (use a key with a higher limit)")
         for j, token in enumerate(probe_tokens):
-            st = await _warm_up(target, token, probe_body, "probe key")
-            if st != 200:
-                raise RunError(f"rate-limit probe key warm-up answered {st}")
+            probe_status = await _warm_up(target, token, probe_body, "probe key")
+            if probe_status != 200:
+                raise RunError(f"rate-limit probe key warm-up answered {probe_status}")
             data.probe_limits[j + 1] = opts.probe_limit
             data.probe_expected[j + 1] = opts.probe_limit - 1  # the warm-up took one token
 
         tick_s = opts.interval_s / max(1, math.ceil(opts.interval_s / 0.5))
         connections = opts.connections or default_connections(specs, opts.timeout_s)
-        cfg = EngineConfig(host=target.host, port=target.port, host_header=target.host_header,
-                           path=target.check_path, main_token=main_token, bodies=opts.corpus.bodies,
-                           probe_tokens=tuple(probe_tokens), probe_body=probe_body,
-                           connections=connections, timeout_s=opts.timeout_s, tick_s=tick_s)
+        cfg = EngineConfig(
+            host=target.host,
+            port=target.port,
+            host_header=target.host_header,
+            path=target.check_path,
+            main_token=main_token,
+            bodies=opts.corpus.bodies,
+            probe_tokens=tuple(probe_tokens),
+            probe_body=probe_body,
+            connections=connections,
+            timeout_s=opts.timeout_s,
+            tick_s=tick_s,
+        )
         executor = LocalExecutor(cfg) if opts.workers <= 1 else ProcessExecutor(cfg, opts.workers)
         await executor.start()
 
@@ -406,20 +459,33 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
                 loop.add_signal_handler(sig, on_signal)
                 installed.append(sig)
 
-        run_t0 = time.monotonic() + (0.05 if opts.workers <= 1 else 0.3)
+        run_t0 = (
+            time.monotonic() + (0.05 if opts.workers <= 1 else 0.3) + (0.3 if specs[0].burst_size else 0.0)
+        )
         state.started = run_t0
-        sampler = asyncio.ensure_future(_sample(target, data, state, observer, run_t0,
-                                                min(1.0, opts.interval_s)))
+        sampler = asyncio.ensure_future(
+            _sample(target, data, state, observer, run_t0, min(1.0, opts.interval_s), sampling)
+        )
         budget = opts.max_requests
         offset = 0.0
-        stage_thresholds = [t for t in all_thresholds if t.metric not in ("breaking_point", "rate_limit_accuracy")]
+        stage_thresholds = [
+            t for t in all_thresholds if t.metric not in ("breaking_point", "rate_limit_accuracy")
+        ]
         for i, spec in enumerate(specs):
             if interrupted or budget <= 0:
                 break
-            spec = PhaseSpec(rate=spec.rate, duration_s=spec.duration_s, burst_size=spec.burst_size,
-                             burst_every_s=spec.burst_every_s, probe_sizes=spec.probe_sizes,
-                             max_requests=min(spec.max_requests, budget))
-            t0 = max(run_t0 + offset, time.monotonic() + (0.02 if opts.workers <= 1 else 0.2))
+            spec = PhaseSpec(
+                rate=spec.rate,
+                duration_s=spec.duration_s,
+                burst_size=spec.burst_size,
+                burst_every_s=spec.burst_every_s,
+                probe_sizes=spec.probe_sizes,
+                max_requests=min(spec.max_requests, budget),
+            )
+            lead = (0.02 if opts.workers <= 1 else 0.2) + (
+                0.3 if spec.burst_size or spec.probe_sizes else 0.0
+            )
+            t0 = max(run_t0 + offset, time.monotonic() + lead)
             offset = t0 - run_t0
             collector.phase_offset[i] = offset
             collector.phase_rate[i] = spec.rate
@@ -429,40 +495,66 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
             res = await executor.run_phase(i, spec, t0, collector.on_tick)
             budget -= res.sent
             offset += max(spec.duration_s, res.wall_s)
-            window = [s.queue_depth for s in data.samples
-                      if s.queue_depth is not None and collector.phase_offset[i] <= s.t_s <= offset + 0.5]
+            window = [
+                s.queue_depth
+                for s in data.samples
+                if s.queue_depth is not None and collector.phase_offset[i] <= s.t_s <= offset + 0.5
+            ]
             qmax = max(window) if window else None
             verdicts = evaluate(stage_thresholds, stats_of(res, qmax))
             gen = generator_bound(res)
             met = all(v.ok for v in verdicts) and not res.interrupted
-            data.stages.append(StageOutcome(index=i, spec=spec, result=res, offset_s=collector.phase_offset[i],
-                                            queue_depth_max=qmax, met_sla=met, generator_bound=gen,
-                                            thresholds=verdicts))
+            data.stages.append(
+                StageOutcome(
+                    index=i,
+                    spec=spec,
+                    result=res,
+                    offset_s=collector.phase_offset[i],
+                    queue_depth_max=qmax,
+                    met_sla=met,
+                    generator_bound=gen,
+                    thresholds=verdicts,
+                )
+            )
             if gen:
-                observer.warn(f"the generator is the bottleneck: it could not keep {spec.rate:g} req/s "
-                              f"(CPU {res.max_cpu_ratio:.0%} of a core); use --workers "
-                              f"{max(2, opts.workers * 2)}")
+                observer.warn(
+                    f"the generator is the bottleneck: it could not keep {spec.rate:g} req/s "
+                    f"(CPU {res.max_cpu_ratio:.0%} of a core); use --workers "
+                    f"{max(2, opts.workers * 2)}"
+                )
             if opts.mode is Mode.stress and (not met or gen):
                 break
         if sampler is not None:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            # A flag, not cancel(): 3.11's wait_for can swallow a cancellation (python/cpython#86296).
+            sampling.set()
+            await asyncio.wait({sampler}, timeout=5)
             sampler = None
             final = await sample_metrics(target)
             if final is not None:
-                data.samples.append(Sample(t_s=time.monotonic() - run_t0, queue_depth=final.get(QUEUE_METRIC),
-                                           rss_bytes=final.get(RSS_METRIC)))
+                data.samples.append(
+                    Sample(
+                        t_s=time.monotonic() - run_t0,
+                        queue_depth=final.get(QUEUE_METRIC),
+                        rss_bytes=final.get(RSS_METRIC),
+                    )
+                )
         data.history = collector.history(data.samples)
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        for installed_sig in installed:
+            loop.remove_signal_handler(installed_sig)
+        sampling.set()
         if sampler is not None:
             sampler.cancel()
         if executor is not None:
             await executor.close()
         if temp is not None:
-            temp.revoke_all()
+            # Revoke even when cancelled; a thread because the key library runs its own event loop.
+            revoking = asyncio.ensure_future(asyncio.to_thread(temp.revoke_all))
+            try:
+                await asyncio.shield(revoking)
+            except asyncio.CancelledError:
+                await revoking
+                raise
             data.keys_created = len(temp.created)
             data.keys_revoked = len(temp.revoked)
             for failure in temp.failures:
@@ -473,6 +565,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
     for st in data.stages:
         data.total.merge(st.result)
     data.total.workers = opts.workers
+    data.total.spec = PhaseSpec(rate=opts.rate, duration_s=sum(st.spec.duration_s for st in data.stages))
     data.total.wall_s = sum(st.result.wall_s for st in data.stages)
     data.total.schedule_s = sum(st.result.schedule_s for st in data.stages)
     if opts.mode is Mode.stress:
@@ -489,27 +582,40 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
             judged.wall_s += st.result.wall_s
             if st.queue_depth_max is not None:
                 qmaxes.append(st.queue_depth_max)
-        stats = stats_of(judged, max(qmaxes) if qmaxes else None, data.rate_limit_accuracy(),
-                         data.breaking_point)
+        stats = stats_of(
+            judged, max(qmaxes) if qmaxes else None, data.rate_limit_accuracy(), data.breaking_point
+        )
     else:
         stats = stats_of(data.total, data.queue_depth_max(), data.rate_limit_accuracy())
     data.thresholds = evaluate(all_thresholds, stats)
     return data
 
 
-async def _sample(target: Target, data: RunData, state: LiveState, observer: Observer, run_t0: float,
-                  period: float) -> None:
+async def _sample(
+    target: Target,
+    data: RunData,
+    state: LiveState,
+    observer: Observer,
+    run_t0: float,
+    period: float,
+    stop: asyncio.Event,
+) -> None:
     """Scrape /metrics every ``period`` seconds for queue depth and RSS."""
     k = 0
-    while True:
+    while not stop.is_set():
         values = await sample_metrics(target, timeout_s=max(0.5, period))
         if values is not None:
-            s = Sample(t_s=time.monotonic() - run_t0, queue_depth=values.get(QUEUE_METRIC),
-                       rss_bytes=values.get(RSS_METRIC))
+            s = Sample(
+                t_s=time.monotonic() - run_t0,
+                queue_depth=values.get(QUEUE_METRIC),
+                rss_bytes=values.get(RSS_METRIC),
+            )
             data.samples.append(s)
             state.queue_depth = s.queue_depth
             state.rss_bytes = s.rss_bytes
             observer.update(state)
         k += 1
         delay = run_t0 + k * period - time.monotonic()
-        await asyncio.sleep(max(0.05, delay))
+        end = time.monotonic() + max(0.05, delay)
+        while not stop.is_set() and time.monotonic() < end:
+            await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))

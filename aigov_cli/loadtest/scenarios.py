@@ -24,7 +24,7 @@ LATE_THRESHOLD_S = 0.010
 """A start more than this behind its intended time is counted as late."""
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     """The load-test modes of ``aigov loadtest --mode``."""
 
     normal = "normal"
@@ -155,8 +155,9 @@ def iter_schedule(spec: PhaseSpec, worker: int = 0, workers: int = 1) -> Iterato
             yield entry
 
 
-def stress_stages(start_rate: float, step: float, stage_s: float, total_s: float,
-                  max_rate: float = MAX_RATE) -> list[PhaseSpec]:
+def stress_stages(
+    start_rate: float, step: float, stage_s: float, total_s: float, max_rate: float = MAX_RATE
+) -> list[PhaseSpec]:
     """The stages of a stress run: the rate multiplied by ``step`` per stage, within ``total_s``."""
     if start_rate <= 0:
         raise ValueError("stress start rate must be positive")
@@ -181,8 +182,13 @@ class Pacer:
     engine, a fake in tests).
     """
 
-    def __init__(self, schedule: Iterator[tuple[float, int]], t0: float, clock: Callable[[], float],
-                 late_threshold_s: float = LATE_THRESHOLD_S) -> None:
+    def __init__(
+        self,
+        schedule: Iterator[tuple[float, int]],
+        t0: float,
+        clock: Callable[[], float],
+        late_threshold_s: float = LATE_THRESHOLD_S,
+    ) -> None:
         self._it = schedule
         self._t0 = t0
         self._clock = clock

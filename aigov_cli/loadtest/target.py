@@ -79,15 +79,26 @@ class Response:
     body: bytes
 
 
-async def request(target: Target, method: str, path: str, *, body: bytes | None = None,
-                  headers: dict[str, str] | None = None, timeout_s: float = 5.0) -> Response:
+async def request(
+    target: Target,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 5.0,
+) -> Response:
     """One HTTP/1.1 request on a fresh connection (``Connection: close``), fully read."""
 
     async def go() -> Response:
         reader, writer = await asyncio.open_connection(target.host, target.port)
         try:
-            lines = [f"{method} {target.base_path}{path} HTTP/1.1", f"Host: {target.host_header}",
-                     "Connection: close", "User-Agent: aigov-loadtest"]
+            lines = [
+                f"{method} {target.base_path}{path} HTTP/1.1",
+                f"Host: {target.host_header}",
+                "Connection: close",
+                "User-Agent: aigov-loadtest",
+            ]
             for k, v in (headers or {}).items():
                 lines.append(f"{k}: {v}")
             if body is not None:
@@ -121,7 +132,7 @@ def _parse(raw: bytes) -> Response:
             size = int(body[pos:eol].split(b";")[0], 16)
             if size == 0:
                 break
-            out += body[eol + 2: eol + 2 + size]
+            out += body[eol + 2 : eol + 2 + size]
             pos = eol + 2 + size + 2
         body = bytes(out)
     return Response(status=status, headers=headers, body=body)
@@ -154,7 +165,7 @@ async def sample_metrics(target: Target, timeout_s: float = 2.0) -> dict[str, fl
     """Queue depth and RSS from ``/metrics``, or None when unavailable."""
     try:
         resp = await request(target, "GET", "/metrics", timeout_s=timeout_s)
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+    except (TimeoutError, OSError, ValueError, IndexError):
         return None
     if resp.status != 200:
         return None

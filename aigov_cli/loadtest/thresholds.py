@@ -1,4 +1,7 @@
-"""k6-style thresholds: ``p95<500ms``, ``error_rate<1%``, ``rate_limit_accuracy==100%``, ``queue_depth<500``."""
+"""k6-style thresholds: ``p95<500ms``, ``error_rate<1%``, ``queue_depth<500`` and friends.
+
+Latency limits are kept in milliseconds, error_rate as a fraction, accuracy as a percent.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,10 @@ from aigov_cli.loadtest.units import UsageError
 
 _RE = re.compile(r"^\s*([a-z_]+|p\d+(?:\.\d+)?)\s*(<=|>=|==|<|>)\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ%/]*)\s*$")
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
     "==": lambda a, b: math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9),
 }
 _TIME_UNITS = {"": 1.0, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1000.0, "m": 60_000.0}
@@ -52,8 +58,10 @@ class Threshold:
 def parse_threshold(text: str, source: str = "user") -> Threshold:
     """Parse one ``--threshold`` expression, raising :class:`UsageError` with a hint when invalid."""
     m = _RE.match(text)
-    hint = ("use METRIC OP VALUE, e.g. 'p95<500ms', 'error_rate<1%', 'rate_limit_accuracy==100%', "
-            "'queue_depth<500'; metrics: " + ", ".join(METRIC_NAMES))
+    hint = (
+        "use METRIC OP VALUE, e.g. 'p95<500ms', 'error_rate<1%', 'rate_limit_accuracy==100%', "
+        "'queue_depth<500'; metrics: " + ", ".join(METRIC_NAMES)
+    )
     if not m:
         raise UsageError(f"invalid threshold {text!r}: {hint}")
     metric, op, number, unit = m.group(1), m.group(2), float(m.group(3)), m.group(4)

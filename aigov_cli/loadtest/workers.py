@@ -108,8 +108,9 @@ async def _worker_loop(conn: Connection, cfg: EngineConfig, worker: int, workers
             if msg[0] == "phase":
                 _, index, spec, t0 = msg
                 assert isinstance(index, int) and isinstance(spec, PhaseSpec) and isinstance(t0, float)
-                result = await engine.run_phase(index, spec, t0, worker, workers,
-                                                lambda tick: conn.send(("tick", worker, tick)))
+                result = await engine.run_phase(
+                    index, spec, t0, worker, workers, lambda tick: conn.send(("tick", worker, tick))
+                )
                 conn.send(("result", worker, result))
     finally:
         with contextlib.suppress(Exception):
@@ -137,8 +138,12 @@ class ProcessExecutor:
         cfg = EngineConfig(**{**self.cfg.__dict__, "connections": share})
         for w in range(self.workers):
             parent, child = ctx.Pipe(duplex=True)
-            proc = ctx.Process(target=_worker_main, args=(child, cfg, w, self.workers), daemon=True,
-                               name=f"aigov-loadtest-{w}")
+            proc = ctx.Process(
+                target=_worker_main,
+                args=(child, cfg, w, self.workers),
+                daemon=True,
+                name=f"aigov-loadtest-{w}",
+            )
             proc.start()
             child.close()
             self._procs.append(proc)
