@@ -21,7 +21,7 @@ app = typer.Typer(
     "Start with `aigov serve`, create a key with `aigov keys create --name demo`, then POST to /v1/check.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=True,
+    add_completion=False,
     rich_markup_mode=None,
 )
 

@@ -1,0 +1,1 @@
+"""``aigov audit``: one function per check, each returning findings; text, JSON and SARIF renderers."""

@@ -1,0 +1,114 @@
+"""Checks of the configuration and the policy: bind address, bcrypt cost, log_inputs, monitor mode, detectors."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from aigov_cli.audit.model import AuditContext, Finding, Severity
+
+MIN_BCRYPT_COST = 12
+
+
+def _is_loopback(host: str) -> bool:
+    h = host.strip("[]")
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_address(ctx: AuditContext) -> list[Finding]:
+    """The daemon should listen on loopback only (a proxy in front handles the rest)."""
+    hosts = {ctx.config.host}
+    info = ctx.daemon_info or {}
+    url = info.get("url")
+    if isinstance(url, str) and "://" in url:
+        hosts.add(url.split("://", 1)[1].rsplit(":", 1)[0])
+    out = []
+    for host in sorted(hosts):
+        if _is_loopback(host):
+            continue
+        everywhere = host.strip("[]") in ("0.0.0.0", "::", "")
+        out.append(Finding(
+            "AG201", "daemon listens beyond loopback", Severity.HIGH if everywhere else Severity.MEDIUM,
+            f"host = {host!r}" + (" (every interface)" if everywhere else ""),
+            'Set host = "127.0.0.1" in config.toml and put a TLS-terminating proxy in front if remote '
+            "clients need the daemon.",
+            location=str(ctx.config.paths.config_file),
+        ))
+    return out
+
+
+def check_bcrypt_cost(ctx: AuditContext) -> list[Finding]:
+    """bcrypt cost must be at least 12, in the config and in the stored key hashes."""
+    out = []
+    cfg = ctx.config
+    if cfg.bcrypt_cost < MIN_BCRYPT_COST:
+        out.append(Finding(
+            "AG301", "bcrypt cost below 12", Severity.MEDIUM,
+            f"bcrypt_cost = {cfg.bcrypt_cost}", "Set bcrypt_cost = 12 (or more) in config.toml, then rotate keys.",
+            location=str(cfg.paths.config_file),
+        ))
+    conn = ctx.db()
+    if conn is not None and ctx.has_table("api_keys"):
+        weak: list[str] = []
+        for key_id, h in conn.execute("SELECT key_id, secret_hash FROM api_keys WHERE revoked_at IS NULL"):
+            raw = h if isinstance(h, bytes) else str(h).encode()
+            parts = raw.split(b"$")
+            if len(parts) > 2 and parts[2].isdigit() and int(parts[2]) < MIN_BCRYPT_COST:
+                weak.append(f"{key_id} (cost {int(parts[2])})")
+        if weak:
+            out.append(Finding(
+                "AG301", "API keys hashed with bcrypt cost below 12", Severity.MEDIUM,
+                f"{len(weak)} active key(s): {', '.join(weak[:10])}" + (" ..." if len(weak) > 10 else ""),
+                "Raise bcrypt_cost to 12, then `aigov keys rotate KEY_ID` for each key listed.",
+                location=str(ctx.db_path),
+            ))
+    return out
+
+
+def check_log_inputs(ctx: AuditContext) -> list[Finding]:
+    """``log_inputs = "full"`` keeps raw prompts, secrets included, in the decision log."""
+    if ctx.config.log_inputs != "full":
+        return []
+    return [Finding(
+        "AG403", 'decision log stores full inputs (log_inputs = "full")', Severity.HIGH,
+        'log_inputs = "full": every prompt, including secrets and personal data the detectors found, is stored',
+        'Set log_inputs = "redacted" (or "none") in config.toml.',
+        location=str(ctx.config.paths.config_file),
+    )]
+
+
+def check_policy(ctx: AuditContext) -> list[Finding]:
+    """Policies must load, enforce (not monitor), and run every built-in detector."""
+    from daemon.errors import AigovError
+    from daemon.policy.detectors import DETECTOR_NAMES
+    from daemon.policy.loader import load_policy_file
+    from daemon.policy.model import Mode
+
+    path = ctx.config.policy_path
+    try:
+        policies = load_policy_file(path)
+    except AigovError as e:
+        return [Finding("AG404", "policy file is invalid", Severity.HIGH, str(e),
+                        "Fix the file (`aigov policy check` says where); the daemon will not start or reload "
+                        "with it.", location=str(path))]
+    out = []
+    for name, pol in policies.policies.items():
+        if pol.mode is Mode.MONITOR:
+            out.append(Finding(
+                "AG401", f"policy {name!r} is in monitor mode", Severity.HIGH,
+                f'[policies.{name}] mode = "monitor": findings are reported but nothing is blocked',
+                f'Set mode = "enforce" in [policies.{name}] of {path}.', location=str(path),
+            ))
+        missing = [d for d in DETECTOR_NAMES if d not in pol.detector_rules]
+        if missing:
+            out.append(Finding(
+                "AG402", f"policy {name!r} has built-in detectors switched off", Severity.MEDIUM,
+                f"not run: {', '.join(missing)}",
+                f"Add (or re-enable) a rule for each detector in [policies.{name}]; `aigov init --force` "
+                "writes a policy that runs them all.", location=str(path),
+            ))
+    return out

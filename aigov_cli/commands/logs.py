@@ -1,0 +1,322 @@
+"""``aigov logs``: list, follow, export, summarise and prune the decision log."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from aigov_cli.output import config as load_cfg
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from aigov_cli.logs.query import Filter
+
+app = typer.Typer(
+    help="Read the decision log: list and follow decisions, export, stats, prune.",
+    invoke_without_command=True,
+)
+
+
+class DecisionChoice(enum.Enum):
+    """``--decision``."""
+
+    ALLOW = "allow"
+    BLOCK = "block"
+
+
+class FormatChoice(enum.Enum):
+    """``logs export --format``."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+
+
+Since = Annotated[str | None, typer.Option("--since", help="Only decisions from then on: a duration ago (30m, 1h, "
+                                           "7d) or an ISO 8601 time.", show_default=False)]
+Until = Annotated[str | None, typer.Option("--until", help="Only decisions before then (same forms as --since).",
+                                           show_default=False)]
+Key = Annotated[str | None, typer.Option("--key", help="Only this key id.", metavar="KEY_ID", show_default=False)]
+Decision = Annotated[DecisionChoice | None, typer.Option("--decision", help="Only allow or block decisions.",
+                                                         case_sensitive=False, show_default=False)]
+Rule = Annotated[str | None, typer.Option("--rule", help="Only decisions where this rule fired (glob, e.g. "
+                                          "'secrets.*').", show_default=False)]
+Model = Annotated[str | None, typer.Option("--model", help="Only this model (glob, e.g. 'gpt-4*').",
+                                           show_default=False)]
+ShowInput = Annotated[bool, typer.Option("--show-input", help="Include the stored input (as log_inputs kept it).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for `aigov logs`: one decision per line).")]
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``aigov logs`` to the root app."""
+    root.add_typer(app, name="logs")
+
+
+def _filter(since: str | None, until: str | None, key: str | None = None, decision: DecisionChoice | None = None,
+            rule: str | None = None, model: str | None = None) -> Filter:
+    from aigov_cli.logs.query import Filter, parse_time
+
+    return Filter(parse_time("--since", since), parse_time("--until", until), key,
+                  decision.value if decision else None, rule, model)
+
+
+def _open() -> tuple[Path, sqlite3.Connection | None]:
+    from aigov_cli.logs.query import connect_ro
+
+    path = load_cfg().db_file
+    return path, connect_ro(path)
+
+
+def _line(d: dict[str, Any]) -> str:
+    rules = ",".join(d["rules"]) or "-"
+    lat = f"{d['latency_ms']:.2f}ms" if d.get("latency_ms") is not None else "-"
+    return (f"{d['time']}  {d['decision']:<5}  {d.get('key_id') or '-':<12}  {d.get('model') or '-'}/"
+            f"{d.get('operation') or '-'}  {lat}  {rules}  {d['request_id']}")
+
+
+@app.callback()
+def logs(
+    ctx: typer.Context,
+    since: Since = None,
+    until: Until = None,
+    key: Key = None,
+    decision: Decision = None,
+    rule: Rule = None,
+    model: Model = None,
+    limit: Annotated[int, typer.Option("--limit", help="Show the newest N decisions (0: all).", min=0)] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new decisions as they are written.")]
+    = False,
+    as_json: JsonOpt = False,
+    show_input: ShowInput = False,
+) -> None:
+    """List decisions, newest last (a table, or JSON Lines with --json); --follow keeps printing new ones."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from aigov_cli.logs.query import iter_decisions, latest, max_id, public
+
+    flt = _filter(since, until, key, decision, rule, model)
+    path, conn = _open()
+    top = 0
+    rows: Any = []
+    if conn is not None:
+        top = max_id(conn)
+        rows = iter_decisions(conn, flt) if limit == 0 else latest(conn, flt, limit, upto=top)
+
+    def emit(row: dict[str, Any]) -> None:
+        d = public(row, show_input, hashes=False)
+        if as_json:
+            sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(_line(d) + "\n")
+        sys.stdout.flush()
+
+    try:
+        if as_json or follow:
+            for row in rows:
+                emit(row)
+        else:
+            _table([public(r, show_input, hashes=False) for r in rows], show_input)
+        if conn is not None:
+            conn.close()
+        if follow:
+            from aigov_cli.logs.query import follow as do_follow
+
+            do_follow(path, flt, emit, start_after=top if conn is not None else 0)
+    except KeyboardInterrupt:
+        return
+    except BrokenPipeError:  # `aigov logs --json | head`
+        _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush stays silent."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _table(rows: list[dict[str, Any]], show_input: bool) -> None:
+    from rich.table import Table
+
+    from aigov_cli.output import console
+
+    c = console()
+    if not rows:
+        c.print("No decisions match.")
+        return
+    t = Table()
+    for col in ("time", "decision", "key", "model", "operation", "rules", "latency", "request_id"):
+        t.add_column(col, no_wrap=col in ("time", "request_id", "key"))
+    if show_input:
+        t.add_column("input")
+    for d in rows:
+        style = "red" if d["decision"] == "block" else None
+        cells = [d["time"], d["decision"], d.get("key_id") or "-", d.get("model") or "-", d.get("operation") or "-",
+                 ", ".join(d["rules"]) or "-",
+                 f"{d['latency_ms']:.2f} ms" if d.get("latency_ms") is not None else "-", d["request_id"]]
+        if show_input:
+            cells.append(d.get("input") or "")
+        t.add_row(*cells, style=style)
+    c.print(t)
+    c.print(f"{len(rows)} decision(s)")
+
+
+@app.command("export")
+def export(
+    fmt: Annotated[FormatChoice, typer.Option("--format", help="jsonl (one JSON object per line) or csv.",
+                                              case_sensitive=False)] = FormatChoice.JSONL,
+    out: Annotated[Path | None, typer.Option("--out", help="Write to FILE (mode 0600). [default: stdout]",
+                                             metavar="FILE", dir_okay=False, show_default=False)] = None,
+    since: Since = None,
+    until: Until = None,
+    key: Key = None,
+    decision: Decision = None,
+    rule: Rule = None,
+    model: Model = None,
+    show_input: ShowInput = False,
+) -> None:
+    """Export matching decisions, with their hashes, streaming in constant memory."""
+    import os
+
+    from aigov_cli.logs.export import ExportFormat
+    from aigov_cli.logs.export import export as do_export
+    from daemon.errors import ConfigError
+
+    flt = _filter(since, until, key, decision, rule, model)
+    _, conn = _open()
+    if out is None:
+        f: Any = sys.stdout
+    else:
+        try:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError as e:
+            raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from None
+        f = os.fdopen(fd, "w", encoding="utf-8", newline="")
+    try:
+        if conn is None:
+            n = do_export_empty(ExportFormat(fmt.value), f)
+        else:
+            n = do_export(conn, flt, ExportFormat(fmt.value), f, show_input)
+    except BrokenPipeError:  # `aigov logs export | head`: the reader has all it wants
+        _quiet_stdout()
+        return
+    except OSError as e:
+        from daemon.errors import AigovError
+
+        raise AigovError(f"cannot write the export to {out or 'stdout'}: {e.strerror}") from None
+    finally:
+        if out is not None:
+            f.close()
+        if conn is not None:
+            conn.close()
+    if out is not None:
+        typer.echo(f"exported {n} decision(s) to {out}", err=True)
+
+
+def do_export_empty(fmt: Any, f: Any) -> int:
+    """An export of an empty log: the CSV header only."""
+    from aigov_cli.logs.export import CSV_COLUMNS, ExportFormat
+
+    if fmt is ExportFormat.CSV:
+        f.write(",".join(CSV_COLUMNS) + "\n")
+    return 0
+
+
+@app.command("stats")
+def stats(
+    since: Since = None,
+    until: Until = None,
+    key: Key = None,
+    model: Model = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Counts by decision, rule, key and model, and latency percentiles."""
+    from aigov_cli.logs.query import iso_ms
+    from aigov_cli.logs.stats import stats as compute
+    from aigov_cli.output import console, print_json
+
+    flt = _filter(since, until, key, None, None, model)
+    _, conn = _open()
+    if conn is None:
+        from aigov_cli.logs.stats import PERCENTILES
+
+        data: dict[str, Any] = {"total": 0, "first": None, "last": None, "by_decision": {}, "by_rule": {},
+                                "by_key": {}, "by_model": {},
+                                "latency_ms": {**{f"p{p}": None for p in PERCENTILES}, "max": None, "mean": None}}
+    else:
+        try:
+            data = compute(conn, flt)
+        finally:
+            conn.close()
+    data["first"], data["last"] = iso_ms(data["first"]), iso_ms(data["last"])
+    if as_json:
+        print_json(data)
+        return
+    from rich.table import Table
+
+    c = console()
+    c.print(f"{data['total']} decision(s)" + (f" from {data['first']} to {data['last']}" if data["total"] else ""))
+    if not data["total"]:
+        return
+    for title, key_ in (("decision", "by_decision"), ("rule", "by_rule"), ("key", "by_key"), ("model", "by_model")):
+        if not data[key_]:
+            continue
+        t = Table(title, "count", "share", title=f"by {title}", title_justify="left")
+        for k, n in data[key_].items():
+            t.add_row(k, str(n), f"{100 * n / data['total']:.1f}%")
+        c.print(t)
+    lat = data["latency_ms"]
+    c.print("latency (ms): " + "  ".join(f"{k} {v}" for k, v in lat.items()))
+
+
+@app.command("prune")
+def prune(
+    older_than: Annotated[str | None, typer.Option("--older-than", help="Delete decisions older than this (e.g. "
+                                                   "30d). [default: log_retention_days from the config]",
+                                                   show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Delete old decisions; a checkpoint record keeps the rest of the hash chain verifiable."""
+    import time
+
+    from aigov_cli.logs.query import iso_ms
+    from aigov_cli.output import print_json
+    from daemon.errors import ConfigError
+    from daemon.units import parse_duration
+
+    cfg = load_cfg()
+    if older_than is not None:
+        try:
+            age = parse_duration(older_than)
+        except ValueError as e:
+            raise ConfigError(f"--older-than: {e}") from None
+        if age <= 0:
+            raise ConfigError("--older-than must be positive")
+    elif cfg.log_retention_days > 0:
+        age = cfg.log_retention_days * 86400.0
+    else:
+        raise ConfigError("give --older-than (e.g. 30d) or set log_retention_days in config.toml")
+    before = time.time() - age
+    deleted = 0
+    if cfg.db_file.exists():
+        from daemon.decisionlog import prune as do_prune
+        from daemon.storage.db import connect_sync
+
+        conn = connect_sync(cfg.db_file, create=False)
+        try:
+            deleted = do_prune(conn, before)
+        finally:
+            conn.close()
+    if as_json:
+        print_json({"deleted": deleted, "before": iso_ms(before)})
+    else:
+        typer.echo(f"pruned {deleted} decision(s) older than {iso_ms(before)}"
+                   + ("; a checkpoint record keeps the chain verifiable" if deleted else ""))

@@ -1,0 +1,1 @@
+"""``aigov dashboard``: an importable Grafana dashboard and a Prometheus scrape configuration."""

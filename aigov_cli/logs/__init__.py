@@ -1,0 +1,1 @@
+"""``aigov logs``: reading the decision log (queries, follow, export, stats) in constant memory."""

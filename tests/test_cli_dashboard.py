@@ -1,0 +1,93 @@
+"""``aigov dashboard``: the Grafana JSON, its queries checked against a live /metrics, the scrape config."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from aigov_cli.dashboard.grafana import PANELS, dashboard, metric_names, queries
+from tests.daemon_proc import cli, create_key, running_daemon
+
+REQUIRED = ("request rate by status", "allowed vs blocked", "blocked by rule", "rate-limit hits", "p50 / p95 / p99",
+            "queue depth", "decisions written", "auth failures", "active api keys", "memory", "cpu", "error rate")
+
+
+def test_export_writes_an_importable_dashboard(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "aigov-dashboard.json"
+    r = cli(home, "dashboard", "export", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    board = json.loads(out.read_text())
+    assert board["__inputs"][0]["pluginId"] == "prometheus"
+    panels = board["panels"]
+    assert len(panels) >= 11
+    assert len({p["id"] for p in panels}) == len(panels)
+    titles = " | ".join(p["title"].lower() for p in panels)
+    for want in REQUIRED:
+        assert want in titles, want
+    for p in panels:
+        assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"])
+        assert p["datasource"]["uid"] == "${DS_PROMETHEUS}"
+        assert {"x", "y", "w", "h"} <= set(p["gridPos"])
+    stdout = cli(home, "dashboard", "export")
+    assert json.loads(stdout.stdout) == board
+
+
+def test_latency_panel_uses_the_histogram() -> None:
+    latency = [p for p in PANELS if "p99" in p.title][0]
+    exprs = [e for e, _ in latency.targets]
+    quantiles = [re.findall(r"histogram_quantile\((0\.\d+)", e) for e in exprs]
+    assert quantiles == [["0.5"], ["0.95"], ["0.99"]]
+    assert all("aigov_request_latency_seconds_bucket" in e and "by (le)" in e for e in exprs)
+
+
+def test_metric_names_parser() -> None:
+    q = ('sum by (status) (rate(aigov_requests_total{job=~"$job", endpoint="/v1/check"}[$__rate_interval])) '
+         '/ clamp_min(sum(rate(foo_total[5m])), 1e-9)')
+    assert metric_names(q) == {"aigov_requests_total", "foo_total"}
+    assert metric_names("histogram_quantile(0.99, sum by (le) (rate(x_bucket[1m])))") == {"x_bucket"}
+    assert metric_names("label_values(aigov_requests_total, job)") == {"aigov_requests_total"}
+
+
+def _exported_names(text: str) -> set[str]:
+    names = set()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+@pytest.mark.e2e
+def test_every_query_uses_metrics_the_live_daemon_exports(home: Path) -> None:
+    with running_daemon(home, AIGOV_LOG_FLUSH_INTERVAL="0.05") as d:
+        token = create_key(home, "dash")["token"]
+        until = time.time() + 5
+        while d.check(token, {"model": "m", "operation": "chat", "input_text": "hi"}).status == 401:
+            assert time.time() < until
+            time.sleep(0.05)
+        assert d.check(token, {"model": "m", "operation": "chat", "input_text": "4111 1111 1111 1111"}).status == 200
+        assert d.check(None, {"model": "m", "operation": "chat", "input_text": "x"}).status == 401
+        metrics = d.request("GET", "/metrics")
+        assert metrics.status == 200
+        exported = _exported_names(metrics.body.decode())
+        assert "aigov_governance_blocked_total" in exported
+        missing = {}
+        for q in queries(dashboard()):
+            names = metric_names(q)
+            assert names, q
+            if names - exported:
+                missing[q] = sorted(names - exported)
+        assert not missing, missing
+        config = cli(home, "dashboard", "prometheus-config")
+        assert config.returncode == 0
+        assert f"'127.0.0.1:{d.port}'" in config.stdout and "metrics_path: /metrics" in config.stdout
+
+
+def test_prometheus_config_for_the_configured_port(home: Path) -> None:
+    (home / "config.toml").write_text("port = 9191\n")
+    r = cli(home, "dashboard", "prometheus-config", "--job", "gov")
+    assert r.returncode == 0
+    assert "job_name: gov" in r.stdout and "- targets: ['127.0.0.1:9191']" in r.stdout
