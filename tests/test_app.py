@@ -1,0 +1,318 @@
+"""In-process tests of the HTTP app: every row of the error table, headers, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from daemon.app import SERVICE, create_app
+from daemon.config import Config, load_config
+from daemon.keyadmin import create, with_store
+
+BODY = {"model": "gpt-4o", "operation": "chat", "input_text": "What is the capital of France?"}
+Client = TestClient  # type: ignore[type-arg]
+MakeClient = Callable[..., Awaitable[Any]]
+
+
+async def make_key(cfg: Config, limit: int = 1000, window: float = 60.0, policy: str = "default",
+                   expires_in: float | None = None) -> tuple[str, str]:
+    rec, token = await with_store(
+        cfg, lambda s: create(s, cfg, name="t", limit=limit, window=window, policy=policy, expires_in=expires_in)
+    )
+    return rec.key_id, token
+
+
+@pytest.fixture
+def cfg(home: Path) -> Config:
+    return load_config({"log_flush_interval": 0.05})
+
+
+@pytest.fixture
+async def client(cfg: Config, aiohttp_client: MakeClient) -> Client:
+    return await aiohttp_client(create_app(cfg))  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def token(cfg: Config) -> str:
+    return (await make_key(cfg))[1]
+
+
+async def post(client: Client, token: str | None, body: Any, ctype: str = "application/json",
+               extra: dict[str, str] | None = None) -> Any:
+    headers = {"Content-Type": ctype, **(extra or {})}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    raw = data.encode() if isinstance(data, str) else data
+    return await client.post("/v1/check", data=io.BytesIO(raw), headers={**headers, "Content-Length": str(len(raw))})
+
+
+async def refresh(client: Client) -> None:
+    await client.app[SERVICE].refresh_keys()
+
+
+async def expect_error(resp: Any, status: int, code: str) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    data = await resp.json()
+    assert data["error"]["code"] == code and data["error"]["message"]
+    assert resp.headers["Cache-Control"] == "no-store" and resp.headers["X-Request-Id"]
+    return data  # type: ignore[no-any-return]
+
+
+async def test_allow_with_headers(client: Client, token: str) -> None:
+    await refresh(client)
+    r = await post(client, token, BODY)
+    assert r.status == 200
+    data = await r.json()
+    assert data["decision"] == "allow" and data["allowed"] is True and data["reasons"] == []
+    assert data["request_id"] == r.headers["X-Request-Id"] and len(data["request_id"]) == 26
+    assert data["policy"]["name"] == "default" and len(data["policy"]["version"]) == 12
+    assert data["redacted_text"] is None
+    assert r.headers["X-RateLimit-Limit"] == "1000" and r.headers["X-RateLimit-Remaining"] == "999"
+    assert int(r.headers["X-RateLimit-Reset"]) >= 0 and r.headers["Cache-Control"] == "no-store"
+
+
+async def test_missing_token(client: Client) -> None:
+    await expect_error(await post(client, None, BODY), 401, "unauthorized")
+
+
+@pytest.mark.parametrize("tok", ["aigov_abc", "Basic xyz", "aigov_" + "a" * 12 + "_" + "A" * 28, "", "🙂" * 10])
+async def test_malformed_tokens(client: Client, tok: str) -> None:
+    await expect_error(await post(client, tok, BODY), 401, "unauthorized")
+
+
+async def test_wrong_secret_unknown_revoked_expired(cfg: Config, client: Client, token: str) -> None:
+    from daemon import tokens
+    from daemon.keyadmin import revoke_key
+
+    await refresh(client)
+    kid = token.split("_")[1]
+    wrong = tokens.make_token(kid, "B" * 22)
+    unknown = tokens.make_token("zzzzzzzzzzzz", "B" * 22)
+    r1 = await expect_error(await post(client, wrong, BODY), 401, "unauthorized")
+    r2 = await expect_error(await post(client, unknown, BODY), 401, "unauthorized")
+    assert r1 == r2  # one message for every failure: nothing to learn from it
+    await asyncio.to_thread(revoke_key, kid, cfg)
+    await refresh(client)
+    await expect_error(await post(client, token, BODY), 401, "unauthorized")
+    _, short = await make_key(cfg, expires_in=0.2)
+    await refresh(client)
+    assert (await post(client, short, BODY)).status == 200
+    await asyncio.sleep(0.3)
+    await expect_error(await post(client, short, BODY), 401, "unauthorized")
+    fails = client.app[SERVICE].stats.auth_failures
+    assert fails.get("wrong_secret") == 1 and fails.get("unknown") == 1 and fails.get("revoked") == 1
+    assert fails.get("expired") == 1
+
+
+async def test_wrong_secrets_are_throttled(cfg: Config, client: Client) -> None:
+    from daemon import tokens
+
+    _, warm = await make_key(cfg)
+    _, cold = await make_key(cfg)
+    await refresh(client)
+    assert (await post(client, warm, BODY)).status == 200  # verified once: now warm
+    stats = client.app[SERVICE].stats
+    for kid in (warm.split("_")[1], cold.split("_")[1]):
+        for i in range(8):
+            await post(client, tokens.make_token(kid, f"{i:022d}"), BODY)
+    # Five wrong secrets per key id cost bcrypt; after that the key id is locked out without bcrypt.
+    assert stats.auth_failures["wrong_secret"] == 10 and stats.auth_failures["throttled"] == 6
+    # A token verified before the attack keeps working (warm path, no bcrypt) ...
+    assert (await post(client, warm, BODY)).status == 200
+    # ... while a never-verified token of a locked key waits for the lockout to pass.
+    assert (await post(client, cold, BODY)).status == 401
+
+
+async def test_405(client: Client) -> None:
+    r = await client.get("/v1/check")
+    await expect_error(r, 405, "method_not_allowed")
+    r = await client.post("/metrics")
+    await expect_error(r, 405, "method_not_allowed")
+
+
+async def test_413_by_header_before_auth(client: Client) -> None:
+    await expect_error(await post(client, None, "x" * (2 * 1024 * 1024)), 413, "body_too_large")
+
+
+async def test_413_chunked(client: Client, token: str) -> None:
+    await refresh(client)
+
+    async def gen() -> Any:
+        for _ in range(20):
+            yield b"x" * 100_000
+
+    r = await client.post("/v1/check", data=gen(),
+                          headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    await expect_error(r, 413, "body_too_large")
+
+
+async def test_415(client: Client, token: str) -> None:
+    await refresh(client)
+    await expect_error(await post(client, token, json.dumps(BODY), ctype="text/plain"), 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe{}", b"", b"[" * 100_000 + b"]" * 100_000])
+async def test_400(client: Client, token: str, raw: bytes) -> None:
+    await refresh(client)
+    await expect_error(await post(client, token, raw), 400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "gpt-4o", "operation": "chat"}, "input_text"),
+        ({**BODY, "model": 5}, "model"),
+        ({**BODY, "operation": None}, "operation"),
+        ({**BODY, "input_text": ["a"]}, "input_text"),
+        ({**BODY, "model": ""}, "model"),
+        ({**BODY, "surprise": 1}, "surprise"),
+        ({**BODY, "metadata": []}, "metadata"),
+        ({**BODY, "metadata": {str(i): "v" for i in range(17)}}, "metadata"),
+        ({**BODY, "metadata": {"a": {"b": 1}}}, "metadata.a"),
+        ({**BODY, "input_text": "\ud800"}, "input_text"),
+        ([BODY], "object"),
+        ("just a string", "object"),
+    ],
+)
+async def test_422_names_the_field(client: Client, token: str, body: Any, field: str) -> None:
+    await refresh(client)
+    data = await expect_error(await post(client, token, json.dumps(body)), 422, "validation_error")
+    assert field in data["error"]["message"]
+
+
+async def test_metadata_accepted(client: Client, token: str) -> None:
+    await refresh(client)
+    r = await post(client, token, {**BODY, "metadata": {"team": "x", "n": 3, "ok": True, "none": None}})
+    assert r.status == 200
+
+
+async def test_429_with_headers_and_retry_after(cfg: Config, client: Client) -> None:
+    _, tok = await make_key(cfg, limit=3, window=60)
+    await refresh(client)
+    statuses = [(await post(client, tok, BODY)).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    r = await post(client, tok, BODY)
+    await expect_error(r, 429, "rate_limited")
+    assert r.headers["X-RateLimit-Limit"] == "3" and r.headers["X-RateLimit-Remaining"] == "0"
+    assert int(r.headers["Retry-After"]) == 20 and int(r.headers["X-RateLimit-Reset"]) == 60
+    assert client.app[SERVICE].stats.rate_limit_hits == 1
+
+
+async def test_429_exact_under_concurrency(cfg: Config, client: Client) -> None:
+    _, tok = await make_key(cfg, limit=20, window=3600)
+    await refresh(client)  # cold: the first requests race through bcrypt together
+    results = await asyncio.gather(*(post(client, tok, BODY) for _ in range(60)))
+    statuses = [r.status for r in results]
+    assert statuses.count(200) == 20 and statuses.count(429) == 40
+
+
+async def test_503_when_decision_log_stays_full(cfg: Config, client: Client, token: str) -> None:
+    await refresh(client)
+    svc = client.app[SERVICE]
+    svc.dlog.enqueue_timeout = 0.05
+    # Park the writer on a "slow disk" so that nothing drains the queue.
+    release, entered = threading.Event(), threading.Event()
+    real = svc.dlog.store.write_batches
+
+    def slow(batches: Any) -> int:
+        entered.set()
+        release.wait(30)
+        return real(batches)  # type: ignore[no-any-return]
+
+    svc.dlog.store.write_batches = slow  # type: ignore[method-assign]
+    try:
+        svc.dlog.offer(svc_entry())
+        await asyncio.to_thread(entered.wait, 10)
+        while svc.dlog.offer(svc_entry()):
+            pass
+        r = await post(client, token, BODY)
+        await expect_error(r, 503, "unavailable")
+    finally:
+        release.set()
+    # Once the disk recovers the same request succeeds, and everything queued is written.
+    for _ in range(200):
+        if svc.dlog.qsize() < svc.dlog.queue.maxsize:
+            break
+        await asyncio.sleep(0.01)
+    assert (await post(client, token, BODY)).status == 200
+
+
+def svc_entry() -> Any:
+    from daemon.decisionlog import Entry
+
+    return Entry(0.0, "fill", "k", "m", "o", "allow", (), (), "", 0.0, "default", "v")
+
+
+async def test_unknown_path_404_json(client: Client) -> None:
+    r = await client.get("/nope")
+    assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+
+
+async def test_health_ready_openapi_metrics(client: Client, token: str) -> None:
+    await refresh(client)
+    await post(client, token, BODY)
+    assert (await client.get("/healthz")).status == 200
+    ready = await (await client.get("/readyz")).json()
+    assert ready["ready"] is True and ready["active_keys"] == 1
+    spec = await (await client.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.") and "/v1/check" in spec["paths"]
+    responses = spec["paths"]["/v1/check"]["post"]["responses"]
+    assert {"200", "400", "401", "405", "413", "415", "422", "429", "503"} <= set(responses)
+    text = await (await client.get("/metrics")).text()
+    for name in ("aigov_requests_total", "aigov_governance_allowed_total", "aigov_governance_blocked_total",
+                 "aigov_rate_limit_hits_total", "aigov_request_latency_seconds_bucket",
+                 "aigov_async_logger_queue_size", "aigov_active_api_keys", "aigov_decisions_written_total",
+                 "aigov_decision_log_errors_total", "aigov_auth_failures_total", "process_resident_memory_bytes"):
+        assert name in text, name
+    assert 'aigov_requests_total{endpoint="/v1/check",status="200"} 1.0' in text
+    assert token.split("_")[2] not in text
+
+
+async def test_policy_model_deny_and_too_long(home: Path, aiohttp_client: MakeClient) -> None:
+    (home / "policy.toml").write_text(
+        '[policies.default]\nmax_input_chars = 10\nmodels = { allow = ["gpt-*"], deny = ["gpt-3*"] }\n'
+        'operations = { deny = ["fine_tune"] }\n'
+    )
+    cfg = load_config()
+    _, tok = await make_key(cfg)
+    client = await aiohttp_client(create_app(cfg))
+    await refresh(client)
+    r = await (await post(client, tok, {**BODY, "model": "gpt-3.5", "input_text": "hi"})).json()
+    assert r["decision"] == "block" and [x["rule"] for x in r["reasons"]] == ["model.denied"]
+    r = await (await post(client, tok, {**BODY, "model": "claude", "input_text": "hi"})).json()
+    assert [x["rule"] for x in r["reasons"]] == ["model.denied"]
+    r = await (await post(client, tok, {**BODY, "operation": "fine_tune", "input_text": "hi"})).json()
+    assert [x["rule"] for x in r["reasons"]] == ["operation.denied"]
+    r = await (await post(client, tok, {**BODY, "input_text": "x" * 11})).json()
+    assert [x["rule"] for x in r["reasons"]] == ["input.too_long"] and r["allowed"] is False
+    r = await (await post(client, tok, {**BODY, "input_text": "short"})).json()
+    assert r["allowed"] is True
+    text = await (await client.get("/metrics")).text()
+    assert 'aigov_governance_blocked_total{rule="model.denied"} 2.0' in text
+
+
+async def test_decisions_reach_the_database(cfg: Config, client: Client, token: str) -> None:
+    import sqlite3
+
+    await refresh(client)
+    ids = []
+    for _ in range(5):
+        ids.append((await (await post(client, token, BODY)).json())["request_id"])
+    svc = client.app[SERVICE]
+    for _ in range(100):
+        if svc.stats.decisions_written >= 5:
+            break
+        await asyncio.sleep(0.02)
+    conn = sqlite3.connect(cfg.db_file)
+    got = [r[0] for r in conn.execute("SELECT request_id FROM decisions ORDER BY id")]
+    conn.close()
+    assert got == ids

@@ -1,0 +1,146 @@
+"""The batch writer (flush by size, by interval, on shutdown) and the hash chain."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from daemon.decisionlog import (
+    DecisionLog,
+    Entry,
+    QueueFull,
+    SqliteDecisionStore,
+    prune,
+    stored_input,
+    verify_chain,
+)
+from daemon.policy.model import Reason
+
+
+class RecordingStore(SqliteDecisionStore):
+    """The real store, remembering the size of each transaction."""
+
+    def __init__(self, path: Path, log_inputs: str = "redacted") -> None:
+        super().__init__(path, log_inputs)
+        self.batches: list[int] = []
+
+    def write_batches(self, batches):  # type: ignore[no-untyped-def]
+        self.batches.extend(len(b) for b in batches)
+        return super().write_batches(batches)
+
+
+def entry(i: int, text: str = "hello", reasons: tuple[Reason, ...] = ()) -> Entry:
+    return Entry(1000.0 + i, f"req-{i}", "key", "gpt-4o", "chat", "allow", (), reasons, text, 0.5, "default", "v1")
+
+
+def rows(path: Path) -> list[tuple[str, str | None]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT request_id, input FROM decisions ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+async def test_flush_by_size(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "d.db")
+    log = DecisionLog(store, batch_size=10, flush_interval=3600)
+    await log.start()
+    for i in range(25):
+        assert log.offer(entry(i))
+    for _ in range(200):
+        if sum(store.batches) >= 20:
+            break
+        await asyncio.sleep(0.01)
+    assert store.batches[:2] == [10, 10]  # two full batches written without waiting for the interval
+    await log.close()
+    assert sum(store.batches) == 25
+    assert [r[0] for r in rows(tmp_path / "d.db")] == [f"req-{i}" for i in range(25)]
+
+
+async def test_flush_by_interval(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "d.db")
+    log = DecisionLog(store, batch_size=1000, flush_interval=0.05)
+    await log.start()
+    log.offer(entry(1))
+    log.offer(entry(2))
+    for _ in range(200):
+        if store.batches:
+            break
+        await asyncio.sleep(0.01)
+    assert store.batches == [2]
+    await log.close()
+
+
+async def test_flush_on_shutdown_writes_everything(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "d.db")
+    log = DecisionLog(store, batch_size=50, flush_interval=3600, max_queue=1000)
+    await log.start()
+    for i in range(333):
+        assert log.offer(entry(i))
+    await log.close()
+    assert len(rows(tmp_path / "d.db")) == 333
+    assert not log.offer(entry(999))  # closed: refuses instead of dropping silently
+
+
+async def test_full_queue_raises_after_bounded_wait(tmp_path: Path) -> None:
+    log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=2, enqueue_timeout=0.05)
+    # Writer not started: nothing drains the queue.
+    assert log.offer(entry(1)) and log.offer(entry(2))
+    assert not log.offer(entry(3))
+    with pytest.raises(QueueFull):
+        await log.put(entry(3))
+
+
+def test_log_inputs_modes() -> None:
+    r = (Reason("pii.email", "email", "monitor", "email address", 6, 17),)
+    text = "write a@b.example now"
+    assert stored_input(text, r, "none") is None
+    assert stored_input(text, r, "full") == text
+    assert stored_input(text, r, "redacted") == "write [REDACTED:email] now"
+
+
+def _store_with(tmp_path: Path, n: int) -> sqlite3.Connection:
+    store = SqliteDecisionStore(tmp_path / "c.db")
+    store.open()
+    store.write_batches([[entry(i) for i in range(n)]])
+    assert store.conn is not None
+    return store.conn
+
+
+def test_chain_verifies(tmp_path: Path) -> None:
+    conn = _store_with(tmp_path, 20)
+    assert verify_chain(conn).ok and verify_chain(conn).records == 20
+
+
+def test_edited_record_breaks_chain(tmp_path: Path) -> None:
+    conn = _store_with(tmp_path, 20)
+    conn.execute("UPDATE decisions SET decision = 'block' WHERE id = 7")
+    rep = verify_chain(conn)
+    assert not rep.ok and rep.first_bad_id == 7 and "edited" in (rep.problem or "")
+
+
+def test_deleted_record_breaks_chain(tmp_path: Path) -> None:
+    conn = _store_with(tmp_path, 20)
+    conn.execute("DELETE FROM decisions WHERE id = 11")
+    rep = verify_chain(conn)
+    assert not rep.ok and rep.first_bad_id in (11, 12)
+
+
+def test_deleted_head_without_checkpoint_breaks_chain(tmp_path: Path) -> None:
+    conn = _store_with(tmp_path, 10)
+    conn.execute("DELETE FROM decisions WHERE id <= 3")
+    rep = verify_chain(conn)
+    assert not rep.ok and rep.first_bad_id == 4
+
+
+def test_prune_with_checkpoint_still_verifies(tmp_path: Path) -> None:
+    conn = _store_with(tmp_path, 30)
+    deleted = prune(conn, before=1000.0 + 10)  # entries 0..9 are older
+    assert deleted == 10
+    rep = verify_chain(conn)
+    assert rep.ok, rep
+    kinds = [k for (k,) in conn.execute("SELECT kind FROM decisions ORDER BY id")]
+    assert kinds[-1] == "checkpoint" and kinds.count("decision") == 20
