@@ -33,6 +33,7 @@ from daemon.storage.keys import SqliteKeyStore
 log = logging.getLogger("aigov")
 
 LAST_USED_FLUSH_SECONDS = 10.0
+RETENTION_INTERVAL_SECONDS = 3600.0
 
 
 class Service:
@@ -122,17 +123,42 @@ async def _key_refresher(svc: Service) -> None:
             log.warning("could not refresh keys: %s", e)
 
 
+def _prune_once(config: Config) -> int:
+    """Delete decisions older than ``log_retention_days`` (with a checkpoint record); blocking."""
+    from daemon.decisionlog import prune
+
+    conn = dbmod.connect_sync(config.db_file)
+    try:
+        return prune(conn, time.time() - config.log_retention_days * 86400)
+    finally:
+        conn.close()
+
+
+async def _retention(svc: Service) -> None:
+    while True:
+        try:
+            n = await asyncio.to_thread(_prune_once, svc.config)
+            if n:
+                log.info("retention: pruned %d decisions older than %d days", n, svc.config.log_retention_days)
+        except Exception as e:  # keep serving; the next run retries
+            log.warning("retention: prune failed: %s", e)
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     """Open the database, load the key table, keep it fresh; close on shutdown."""
     svc = app[SERVICE]
     svc.db = await dbmod.connect(svc.config.db_file)
     svc.keystore = SqliteKeyStore(svc.db)
     await svc.refresh_keys()
-    task = asyncio.create_task(_key_refresher(svc), name="aigov-key-refresher")
+    tasks = [asyncio.create_task(_key_refresher(svc), name="aigov-key-refresher")]
+    if svc.config.log_retention_days > 0:
+        tasks.append(asyncio.create_task(_retention(svc), name="aigov-retention"))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     with contextlib.suppress(Exception):
         await svc.flush_last_used()
     await svc.db.close()
@@ -185,7 +211,7 @@ def create_app(config: Config, *, limiter: RateLimiter | None = None) -> web.App
     async def openapi(request: web.Request) -> web.StreamResponse:
         return json_response(spec)
 
-    app.router.add_route("*", "/v1/check", CheckHandler(svc))
+    app.router.add_route("*", "/v1/check", CheckHandler(svc).__call__)
     for path, fn in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics), ("/openapi.json", openapi)):
         app.router.add_route("*", path, get_only(svc, path, fn))
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -169,16 +169,19 @@ class Authenticator:
             fut.set_result(which)
         else:
             which = await asyncio.shield(fut)
-        # The key may have changed while bcrypt ran: judge against the current entry.
         cur = self.keys.get(parsed.key_id)
-        if cur is None or cur.record.secret_hash != e.record.secret_hash and which == "current":
-            return None, "wrong_secret"
+        if cur is None:
+            return None, "unknown"
+        if cur.record is not e.record:
+            # The key changed (rotated, revoked, new limit) while bcrypt ran: that answer was
+            # about the old record, so judge the token again against the current one.
+            return await self.verify(token)
         if which == "current":
             cur.digest = d
-            return (cur, None) if not cur.revoked else (None, "revoked")
+            return cur, None
         if which == "previous":
             cur.prev_digest = d
-            return (cur, None) if not cur.revoked else (None, "revoked")
+            return cur, None
         self._fail(cur, d, now)
         return None, "wrong_secret"
 

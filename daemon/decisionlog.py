@@ -1,14 +1,16 @@
 """The decision log: a bounded queue, one writer, batched transactions, a hash chain.
 
 Requests put a small tuple on an ``asyncio.Queue`` and never wait on disk. One
-writer task gathers batches of ``batch_size`` records (or what arrived within
-``flush_interval``) and hands them to a dedicated thread, which computes the
-input digest, the stored form of the input and the hash chain, and writes each
-batch in one transaction. A failed write is retried, never dropped: while the
+writer task wakes when ``batch_size`` records are waiting or ``flush_interval``
+has passed, takes what is waiting (at most ``max_batch``, so that a backlog
+drains in fewer, larger transactions) and hands it to a dedicated thread,
+which computes the input digest, the stored form of the input and the hash
+chain, and writes the batch in one transaction. A failed write is retried, never dropped: while the
 queue stays full, requests get 503 instead.
 
 Chain: ``hash = sha256(prev_hash + canonical(record))``, where the canonical
-form is the record's fields (all but ``hash``) as sorted, compact JSON. The
+form is the record's fields (:data:`FIELDS`, in that order) as a compact JSON
+array: unambiguous whatever the text holds, and built by the C encoder. The
 first record's ``prev_hash`` is :data:`GENESIS`. Pruning old records appends a
 ``checkpoint`` record naming the first kept id and the hash of the last pruned
 record, so what remains still verifies.
@@ -23,11 +25,12 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from daemon.fastjson import dumps as _json
 from daemon.policy.engine import redact
 from daemon.policy.model import Reason
 from daemon.storage.db import connect_sync
@@ -43,7 +46,6 @@ _INSERT = (
     f"INSERT INTO decisions ({', '.join(FIELDS)}, prev_hash, hash) "
     f"VALUES ({', '.join('?' for _ in FIELDS)}, ?, ?)"
 )
-_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class Entry(NamedTuple):
@@ -63,14 +65,30 @@ class Entry(NamedTuple):
     policy_version: str
 
 
-def canonical(record: dict[str, Any]) -> str:
-    """The canonical JSON of a record's chained fields."""
-    return _canonical_encoder.encode({k: record[k] for k in FIELDS})
+def _canonical_values(values: Sequence[Any]) -> str:
+    return _json(values if isinstance(values, list) else list(values))
 
 
-def chain_hash(prev_hash: str, record: dict[str, Any]) -> str:
+def canonical(record: Mapping[str, Any]) -> str:
+    """The canonical form of a record's chained fields."""
+    return _canonical_values([record[k] for k in FIELDS])
+
+
+def chain_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
     """The hash of a record given its predecessor's hash."""
-    return hashlib.sha256((prev_hash + canonical(record)).encode("utf-8")).hexdigest()
+    return _hash(prev_hash, _canonical_values([record[k] for k in FIELDS]))
+
+
+def _hash(prev_hash: str, canon: str) -> str:
+    return hashlib.sha256((prev_hash + canon).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _rules_json(rules: tuple[str, ...]) -> str:
+    return _json(list(rules)) if rules else "[]"
+
+
+def _reasons_json(reasons: tuple[Reason, ...]) -> str:
+    return _json([r.as_dict() for r in reasons]) if reasons else "[]"
 
 
 def stored_input(text: str, reasons: Sequence[Reason], mode: str) -> str | None:
@@ -101,57 +119,56 @@ class SqliteDecisionStore:
             self.conn.close()
             self.conn = None
 
-    def to_record(self, e: Entry) -> dict[str, Any]:
-        """The row for an entry, without id and hashes."""
-        return {
-            "time": e.time,
-            "request_id": e.request_id,
-            "key_id": e.key_id,
-            "model": e.model,
-            "operation": e.operation,
-            "decision": e.decision,
-            "rules": json.dumps(list(e.rules)),
-            "reasons": json.dumps([r.as_dict() for r in e.reasons], ensure_ascii=False),
-            "input_length": len(e.input_text),
-            "input_sha256": hashlib.sha256(e.input_text.encode("utf-8", "surrogatepass")).hexdigest(),
-            "input": stored_input(e.input_text, e.reasons, self.log_inputs),
-            "latency_ms": round(e.latency_ms, 3),
-            "policy_name": e.policy_name,
-            "policy_version": e.policy_version,
-            "kind": "decision",
-        }
+    def to_values(self, e: Entry) -> tuple[Any, ...]:
+        """The row for an entry in :data:`FIELDS` order, without the id."""
+        text = e.input_text
+        return (
+            e.time, e.request_id, e.key_id, e.model, e.operation, e.decision,
+            _rules_json(e.rules), _reasons_json(e.reasons), len(text),
+            hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+            stored_input(text, e.reasons, self.log_inputs),
+            round(e.latency_ms, 3), e.policy_name, e.policy_version, "decision",
+        )
 
     def write_batches(self, batches: Sequence[Sequence[Entry]]) -> int:
         """Write each batch in its own transaction, extending the chain; returns records written."""
         n = 0
         for batch in batches:
-            self.append([self.to_record(e) for e in batch])
+            self._append_values([self.to_values(e) for e in batch])
             n += len(batch)
         return n
 
-    def append(self, records: Sequence[dict[str, Any]]) -> None:
-        """Append records (without id/hash) to the chain in one transaction."""
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append records (field -> value, without id/hash) to the chain in one transaction."""
+        self._append_values([tuple(rec[f] for f in FIELDS[1:]) for rec in records])
+
+    def _append_values(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if self.conn is None:
             self.open()
         conn = self.conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # Read the tail inside the transaction: a CLI prune may have appended a checkpoint.
-            row = conn.execute("SELECT id, hash FROM decisions ORDER BY id DESC LIMIT 1").fetchone()
-            last_id, prev = (row[0], row[1]) if row else (0, GENESIS)
-            rows = []
-            for rec in records:
-                last_id += 1
-                rec = {**rec, "id": last_id}
-                h = chain_hash(prev, rec)
-                rows.append((*(rec[f] for f in FIELDS), prev, h))
-                prev = h
-            conn.executemany(_INSERT, rows)
+            insert_chained(conn, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+def insert_chained(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Inside an open transaction: append rows (FIELDS without id) to the chain."""
+    # Read the tail inside the transaction: a CLI prune may have appended a checkpoint.
+    tail = conn.execute("SELECT id, hash FROM decisions ORDER BY id DESC LIMIT 1").fetchone()
+    last_id, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
+    out = []
+    for values in rows:
+        last_id += 1
+        full = (last_id, *values)
+        h = _hash(prev, _canonical_values(full))
+        out.append((*full, prev, h))
+        prev = h
+    conn.executemany(_INSERT, out)
 
 
 @dataclass(frozen=True)
@@ -213,40 +230,32 @@ def verify_chain(conn: sqlite3.Connection) -> ChainReport:
 
 
 def prune(conn: sqlite3.Connection, before: float) -> int:
-    """Delete decisions older than ``before`` and append a checkpoint; returns how many were deleted."""
+    """Delete decisions older than ``before`` and append a checkpoint, in one transaction; returns the count."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute(
             "SELECT MAX(id) FROM decisions WHERE time < ? AND kind = 'decision'", (before,)
         ).fetchone()
-        through = row[0] if row and row[0] is not None else None
-        if through is None:
-            conn.execute("ROLLBACK")
-            return 0
-        # Keep the newest record: the chain needs a tail to extend.
         tail = conn.execute("SELECT MAX(id) FROM decisions").fetchone()[0]
-        through = min(through, tail - 1)
+        # Keep the newest record: the chain needs a tail to extend.
+        through = min(row[0], tail - 1) if row and row[0] is not None else 0
         if through < 1:
             conn.execute("ROLLBACK")
             return 0
         last_hash = conn.execute("SELECT hash FROM decisions WHERE id = ?", (through,)).fetchone()
         first = conn.execute("SELECT MIN(id) FROM decisions").fetchone()[0]
-        deleted = conn.execute("DELETE FROM decisions WHERE id <= ?", (through,)).rowcount
+        deleted = int(conn.execute("DELETE FROM decisions WHERE id <= ?", (through,)).rowcount)
+        info = {"first_kept_id": through + 1, "pruned_last_hash": last_hash[0] if last_hash else GENESIS,
+                "pruned_from_id": first, "pruned_records": deleted}
+        insert_chained(conn, [(
+            time.time(), f"checkpoint-{through}", None, None, None, "checkpoint", "[]", json.dumps(info),
+            None, None, None, None, None, None, "checkpoint",
+        )])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    store = SqliteDecisionStore(Path(":memory:"))
-    store.conn = conn
-    store.append([{
-        "time": time.time(), "request_id": f"checkpoint-{through}", "key_id": None, "model": None,
-        "operation": None, "decision": "checkpoint", "rules": "[]",
-        "reasons": json.dumps({"first_kept_id": through + 1, "pruned_last_hash": last_hash[0] if last_hash else GENESIS,
-                               "pruned_from_id": first, "pruned_records": deleted}),
-        "input_length": None, "input_sha256": None, "input": None, "latency_ms": None,
-        "policy_name": None, "policy_version": None, "kind": "checkpoint",
-    }])
-    return int(deleted)
+    return deleted
 
 
 class QueueFull(Exception):
@@ -267,12 +276,15 @@ class DecisionLog:
         on_written: Callable[[int], None] = lambda n: None,
         on_error: Callable[[], None] = lambda: None,
         retry_delay: float = 0.5,
+        max_batch: int = 1000,
     ) -> None:
         self.store = store
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.enqueue_timeout = enqueue_timeout
-        self.queue: asyncio.Queue[Entry | None] = asyncio.Queue(max_queue)
+        self.max_batch = max(batch_size, max_batch)
+        self.queue: asyncio.Queue[Entry] = asyncio.Queue(max_queue)
+        self._wake = asyncio.Event()
         self.on_written = on_written
         self.on_error = on_error
         self.retry_delay = retry_delay
@@ -294,10 +306,13 @@ class DecisionLog:
         """Enqueue without waiting; False when the queue is full or closing."""
         if self.closing:
             return False
+        q = self.queue
         try:
-            self.queue.put_nowait(entry)
+            q.put_nowait(entry)
         except asyncio.QueueFull:
             return False
+        if q.qsize() >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
         return True
 
     async def put(self, entry: Entry) -> None:
@@ -310,37 +325,13 @@ class DecisionLog:
             await asyncio.wait_for(self.queue.put(entry), self.enqueue_timeout)
         except TimeoutError:
             raise QueueFull("the decision log queue stayed full") from None
+        self._wake.set()
 
-    async def _gather(self, first: Entry) -> tuple[list[list[Entry]], bool]:
-        """Collect batches after ``first``: full batches from a backlog, or one within the flush interval."""
-        loop = asyncio.get_running_loop()
-        batch = [first]
-        deadline = loop.time() + self.flush_interval
-        stop = False
-        while len(batch) < self.batch_size:
-            try:
-                item = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)
-                except TimeoutError:
-                    break
-            if item is None:
-                stop = True
-                break
-            batch.append(item)
-        batches = [batch]
-        # A backlog: take further full batches now (each still its own transaction).
-        while not stop and self.queue.qsize() >= self.batch_size and len(batches) < 64:
-            more = [self.queue.get_nowait() for _ in range(self.batch_size)]
-            if None in more:
-                stop = True
-                more = [m for m in more if m is not None]
-            batches.append([m for m in more if m is not None])
-        return batches, stop
+    def _take(self) -> list[Entry]:
+        """Everything waiting, up to ``max_batch`` records."""
+        q = self.queue
+        n = min(q.qsize(), self.max_batch)
+        return [q.get_nowait() for _ in range(n)]
 
     async def _write(self, batches: list[list[Entry]]) -> None:
         loop = asyncio.get_running_loop()
@@ -360,38 +351,30 @@ class DecisionLog:
                 delay = min(delay * 2, 30.0)
 
     async def _run(self) -> None:
+        # One wait per flush cycle (not per record): woken when a batch is ready, else at the interval.
         while True:
-            first = await self.queue.get()
-            if first is None:
-                break
-            batches, stop = await self._gather(first)
-            await self._write(batches)
-            if stop:
-                break
-        # Drain whatever is left after the sentinel.
-        rest = []
-        while not self.queue.empty():
-            item = self.queue.get_nowait()
-            if item is not None:
-                rest.append(item)
-        if rest:
-            await self._write([rest[i : i + self.batch_size] for i in range(0, len(rest), self.batch_size)])
+            if self.queue.qsize() < self.batch_size and not self.closing:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            batch = self._take()
+            if batch:
+                await self._write([batch])
+            elif self.closing:
+                return
 
     async def close(self, timeout: float = 30.0) -> None:
         """Stop accepting, write everything queued, close the store."""
         self.closing = True
         if self.task is not None:
-            task = self.task
-
-            async def finish() -> None:
-                await self.queue.put(None)  # the writer is draining, so room appears
-                await task
-
+            self._wake.set()
             try:
-                await asyncio.wait_for(finish(), timeout)
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
             except TimeoutError:
                 log.error("decision log: %d records could not be written within %.0fs", self.qsize(), timeout)
-                task.cancel()
+                self.task.cancel()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self.store.close)
         self.executor.shutdown(wait=True)

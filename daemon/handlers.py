@@ -20,6 +20,7 @@ from aiohttp import web
 
 from daemon.decisionlog import Entry, QueueFull
 from daemon.errors import ERROR_CODES
+from daemon.fastjson import dumps as _encode
 from daemon.policy.engine import unknown_policy_decision
 from daemon.ratelimit import RateDecision
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("aigov.http")
 
 JSON_CT = "application/json"
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _ULID_TABLE = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _FIELDS = frozenset(("model", "operation", "input_text", "metadata"))

@@ -44,20 +44,40 @@ def rows(path: Path) -> list[tuple[str, str | None]]:
         conn.close()
 
 
+async def wait_until(cond, limit: float = 2.0) -> bool:  # type: ignore[no-untyped-def]
+    for _ in range(int(limit / 0.01)):
+        if cond():
+            return True
+        await asyncio.sleep(0.01)
+    return bool(cond())
+
+
 async def test_flush_by_size(tmp_path: Path) -> None:
     store = RecordingStore(tmp_path / "d.db")
-    log = DecisionLog(store, batch_size=10, flush_interval=3600)
+    log = DecisionLog(store, batch_size=10, flush_interval=3600, max_batch=10)
     await log.start()
-    for i in range(25):
+    for i in range(9):
         assert log.offer(entry(i))
-    for _ in range(200):
-        if sum(store.batches) >= 20:
-            break
-        await asyncio.sleep(0.01)
-    assert store.batches[:2] == [10, 10]  # two full batches written without waiting for the interval
+    assert not await wait_until(lambda: store.batches, 0.2)  # 9 < batch size: nothing written yet
+    log.offer(entry(9))
+    assert await wait_until(lambda: store.batches == [10])  # the tenth record triggers the write
+    for i in range(10, 35):
+        log.offer(entry(i))
+    assert await wait_until(lambda: sum(store.batches) >= 30)
+    assert store.batches == [10, 10, 10]  # a backlog drains in batches of at most max_batch
     await log.close()
-    assert sum(store.batches) == 25
-    assert [r[0] for r in rows(tmp_path / "d.db")] == [f"req-{i}" for i in range(25)]
+    assert store.batches == [10, 10, 10, 5]  # the rest on shutdown
+    assert [r[0] for r in rows(tmp_path / "d.db")] == [f"req-{i}" for i in range(35)]
+
+
+async def test_backlog_drains_in_larger_transactions(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "d.db")
+    log = DecisionLog(store, batch_size=50, flush_interval=3600, max_batch=1000, max_queue=5000)
+    for i in range(2500):  # queued before the writer starts: a backlog
+        log.offer(entry(i))
+    await log.start()
+    await log.close()
+    assert store.batches == [1000, 1000, 500]
 
 
 async def test_flush_by_interval(tmp_path: Path) -> None:

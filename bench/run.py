@@ -1,0 +1,390 @@
+"""`make bench`: the daemon's speed and memory goals, measured in one run on this machine.
+
+Everything is measured against a baseline taken in the same run, because the
+machines are shared and noisy: the full daemon and a bare aiohttp handler that
+only parses the same JSON alternate (ROUNDS times each) on core 0 while wrk
+drives them from core 1, and the medians are compared.
+
+Writes bench/results/bench.json and bench/results/summary.md and prints the summary.
+Environment knobs: BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_RSS_REQUESTS (1000000),
+BENCH_QUICK=1 (short runs for a smoke test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BIN = Path(sys.executable).parent
+AIGOV = str(BIN / "aigov")
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "3" if QUICK else "8"))
+RSS_REQUESTS = int(os.environ.get("BENCH_RSS_REQUESTS", "50000" if QUICK else "1000000"))
+BODY = json.dumps({"model": "gpt-4o", "operation": "chat", "input_text": "What is the capital of France?"})
+
+BARE = '''
+import json, sys
+from aiohttp import web
+async def check(request):
+    data = json.loads(await request.read())
+    return web.json_response({"ok": True, "model": data.get("model")})
+app = web.Application()
+app.router.add_post("/v1/check", check)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+
+def free_port() -> int:
+    """A free local port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pin(core: int) -> list[str]:
+    """taskset prefix pinning a command to one core (none on a one-core machine)."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def wait_http(url: str, timeout: float = 20) -> None:
+    """Wait until ``url`` answers at all."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer")
+
+
+class Proc:
+    """A server subprocess pinned to core 0."""
+
+    def __init__(self, args: list[str], env: dict[str, str], url: str) -> None:
+        self.url = url
+        self.log = tempfile.NamedTemporaryFile(prefix="aigov-bench-", suffix=".log", delete=False)
+        self.p = subprocess.Popen(pin(0) + args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_http(url + "/healthz")
+
+    def rss(self) -> int:
+        """Resident memory in bytes."""
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(60)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def make_home() -> tuple[str, dict[str, str], str, str]:
+    """A throwaway home with one warm-able key of a huge limit; returns (home, env, token, key_id)."""
+    home = tempfile.mkdtemp(prefix="aigov-bench-")
+    env = dict(os.environ, AIGOV_HOME=home, AIGOV_BCRYPT_COST="10")
+    r = subprocess.run([AIGOV, "keys", "create", "--name", "bench", "--rate-limit", "1000000000/60s", "--json"],
+                       env=env, capture_output=True, text=True, check=True)
+    key = json.loads(r.stdout)
+    return home, env, key["token"], key["key_id"]
+
+
+def start_daemon(env: dict[str, str]) -> Proc:
+    """`aigov serve` on a free port."""
+    port = free_port()
+    return Proc([AIGOV, "serve", "--port", str(port)], env, f"http://127.0.0.1:{port}")
+
+
+def start_bare() -> Proc:
+    """The baseline: bare aiohttp parsing the same JSON."""
+    port = free_port()
+    script = Path(tempfile.mkdtemp()) / "bare.py"
+    script.write_text(BARE + '\nasync def _h(r): return web.Response(text="ok")\n')
+    # /healthz for the readiness probe.
+    script.write_text(BARE.replace('app.router.add_post("/v1/check", check)',
+                                   'app.router.add_post("/v1/check", check)\n'
+                                   'app.router.add_get("/healthz", lambda r: _ok())\n'
+                                   'async def _ok():\n    return web.Response(text="ok")'))
+    return Proc([sys.executable, str(script), str(port)], dict(os.environ), f"http://127.0.0.1:{port}")
+
+
+def lua(token: str) -> Path:
+    """The wrk script posting BODY with the key."""
+    p = RESULTS / "check.lua"
+    body = BODY.replace("\\", "\\\\").replace('"', '\\"')
+    p.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{body}"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {token}"\n'
+    )
+    return p
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, script: Path, seconds: int, conns: int = 32) -> dict[str, float]:
+    """Run wrk on core 1; requests/s, latency percentiles (ms) and non-2xx count."""
+    out = subprocess.run(
+        pin(1) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script), url + "/v1/check"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    res: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        if m:
+            res[f"p{pct}_ms"] = float(m.group(1)) * _UNIT[m.group(2)]
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["non2xx"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = float(m.group(1)) if m else 0.0
+    return res
+
+
+def metric(url: str, name: str) -> float:
+    """One value from /metrics."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    m = re.search(rf"^{re.escape(name)} ([\d.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def sample_queue(url: str, stop: threading.Event, out: list[float]) -> None:
+    """Sample the decision-log queue depth every 100 ms."""
+    while not stop.is_set():
+        try:
+            out.append(metric(url, "aigov_async_logger_queue_size"))
+        except OSError:
+            pass
+        stop.wait(0.1)
+
+
+def bench_throughput(env: dict[str, str], token: str) -> dict[str, Any]:
+    """Alternate daemon and baseline ROUNDS times; medians and ratio."""
+    script = lua(token)
+    daemon_runs, bare_runs, queue = [], [], []
+    for _ in range(ROUNDS):
+        d = start_daemon(env)
+        try:
+            wrk(d.url, script, 1)  # warm the key and the code paths
+            stop = threading.Event()
+            samples: list[float] = []
+            t = threading.Thread(target=sample_queue, args=(d.url, stop, samples))
+            t.start()
+            daemon_runs.append(wrk(d.url, script, SECONDS))
+            stop.set()
+            t.join()
+            queue.append(max(samples, default=0.0))
+        finally:
+            d.stop()
+        b = start_bare()
+        try:
+            wrk(b.url, script, 1)
+            bare_runs.append(wrk(b.url, script, SECONDS))
+        finally:
+            b.stop()
+    med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
+    return {
+        "rounds": ROUNDS,
+        "seconds": SECONDS,
+        "daemon_rps": [r["rps"] for r in daemon_runs],
+        "bare_rps": [r["rps"] for r in bare_runs],
+        "daemon_rps_median": med(daemon_runs, "rps"),
+        "bare_rps_median": med(bare_runs, "rps"),
+        "ratio_median": med(daemon_runs, "rps") / med(bare_runs, "rps"),
+        "daemon_p50_ms": med(daemon_runs, "p50_ms"),
+        "daemon_p99_ms": med(daemon_runs, "p99_ms"),
+        "bare_p99_ms": med(bare_runs, "p99_ms"),
+        "daemon_non2xx": sum(r["non2xx"] for r in daemon_runs),
+        "queue_depth_max": max(queue, default=0.0),
+    }
+
+
+def bench_wrong_secrets(env: dict[str, str], token: str, key_id: str) -> dict[str, Any]:
+    """p99 of valid requests while 50 wrong-secret requests for real key ids arrive."""
+    from daemon import tokens
+
+    script = lua(token)
+    d = start_daemon(env)
+    try:
+        wrk(d.url, script, 1)
+        base = wrk(d.url, script, SECONDS)
+        stop = threading.Event()
+        sent = [0]
+
+        def attack() -> None:
+            import http.client
+
+            i = 0
+            while not stop.is_set() and i < 50:
+                bad = tokens.make_token(key_id, f"{i:022d}")
+                c = http.client.HTTPConnection("127.0.0.1", int(d.url.rsplit(":", 1)[1]), timeout=30)
+                c.request("POST", "/v1/check", BODY, {"Authorization": f"Bearer {bad}",
+                                                       "Content-Type": "application/json"})
+                c.getresponse().read()
+                c.close()
+                i += 1
+                sent[0] = i
+                time.sleep(SECONDS / 60)
+
+        threads = [threading.Thread(target=attack)]
+        for t in threads:
+            t.start()
+        under = wrk(d.url, script, SECONDS)
+        stop.set()
+        for t in threads:
+            t.join()
+    finally:
+        d.stop()
+    return {"wrong_secret_requests": sent[0], "p99_ms_quiet": base["p99_ms"], "p99_ms_under_attack": under["p99_ms"],
+            "rps_quiet": base["rps"], "rps_under_attack": under["rps"]}
+
+
+def bench_rss(env: dict[str, str], token: str) -> dict[str, Any]:
+    """RSS after RSS_REQUESTS requests, sampled at each quarter."""
+    script = lua(token)
+    d = start_daemon(env)
+    samples = []
+    try:
+        wrk(d.url, script, 1)
+        samples.append((0, d.rss()))
+        done = 0
+        while done < RSS_REQUESTS:
+            r = wrk(d.url, script, max(2, SECONDS))
+            done += int(r["requests"])
+            samples.append((done, d.rss()))
+    finally:
+        d.stop()
+    half = [s for n, s in samples if n >= RSS_REQUESTS / 2]
+    return {
+        "requests": samples[-1][0],
+        "rss_mb_start": samples[0][1] / 2**20,
+        "rss_mb_end": samples[-1][1] / 2**20,
+        "rss_mb_samples": [(n, round(s / 2**20, 1)) for n, s in samples],
+        "rss_mb_growth_second_half": (half[-1] - half[0]) / 2**20 if len(half) > 1 else 0.0,
+    }
+
+
+def bench_drain() -> dict[str, Any]:
+    """Decision-log drain rate: records/s from a full queue to disk (batches of 50, one transaction each)."""
+    from daemon.decisionlog import DecisionLog, Entry, SqliteDecisionStore
+    from daemon.policy.model import Reason
+
+    n = 20_000 if QUICK else 200_000
+    path = Path(tempfile.mkdtemp()) / "drain.db"
+    reasons = (Reason("pii.email", "email", "monitor", "email address", 10, 25),)
+
+    async def run() -> float:
+        log = DecisionLog(SqliteDecisionStore(path), batch_size=50, flush_interval=5.0, max_queue=n + 1)
+        await log.start()
+        for i in range(n):
+            log.offer(Entry(time.time(), f"r{i}", "key", "gpt-4o", "chat", "allow", ("pii.email",), reasons,
+                            "write to alice@example.com about the plan", 0.1, "default", "v"))
+        t0 = time.perf_counter()
+        await log.close()
+        return time.perf_counter() - t0
+
+    elapsed = asyncio.run(run())
+    return {"records": n, "seconds": elapsed, "records_per_second": n / elapsed}
+
+
+def bench_help() -> dict[str, Any]:
+    """Wall time of `aigov --help` (median of 10)."""
+    times = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        subprocess.run([AIGOV, "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return {"median_ms": statistics.median(times) * 1000, "min_ms": min(times) * 1000}
+
+
+def bench_detectors() -> dict[str, Any]:
+    """The detector accuracy and speed report (bench/detectors_bench.py --json)."""
+    presidio = ROOT.parent / "shared" / "benchmarks" / "presidio-cases.jsonl"
+    args = [sys.executable, str(ROOT / "bench" / "detectors_bench.py"), "--json"]
+    if presidio.exists():
+        args += ["--presidio", str(presidio)]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    try:
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+    except ValueError:
+        return {"error": (r.stderr or r.stdout)[-500:]}
+
+
+def summary(res: dict[str, Any]) -> str:
+    """The markdown table of goals and measured values."""
+    t, w, rss, dr, h = res["throughput"], res["wrong_secrets"], res["rss"], res["drain"], res["help"]
+    rows = [
+        ("/v1/check req/s vs bare aiohttp (median ratio)", ">= 0.60",
+         f"{t['ratio_median']:.2f} ({t['daemon_rps_median']:.0f} vs {t['bare_rps_median']:.0f} req/s)"),
+        ("p99 latency at 32 connections", "< 5 ms", f"{t['daemon_p99_ms']:.2f} ms (bare {t['bare_p99_ms']:.2f} ms)"),
+        ("decision log drain rate", ">= 50,000 records/s", f"{dr['records_per_second']:,.0f} records/s"),
+        ("decision-log queue depth at full load", "< 500", f"{t['queue_depth_max']:.0f}"),
+        ("p99 with 50 wrong-secret requests", "< 20 ms",
+         f"{w['p99_ms_under_attack']:.2f} ms (quiet {w['p99_ms_quiet']:.2f} ms)"),
+        (f"daemon RSS after {rss['requests']:,} requests", "< 80 MB, not growing",
+         f"{rss['rss_mb_end']:.1f} MB (start {rss['rss_mb_start']:.1f}, "
+         f"second-half growth {rss['rss_mb_growth_second_half']:+.1f} MB)"),
+        ("aigov --help", "< 300 ms", f"{h['median_ms']:.0f} ms median"),
+    ]
+    lines = ["| measure | goal | measured |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines.append("")
+    lines.append(f"Runs: {t['rounds']} alternating rounds of {t['seconds']} s; daemon req/s {t['daemon_rps']}, "
+                 f"bare {t['bare_rps']}; non-2xx during daemon runs: {t['daemon_non2xx']:.0f}.")
+    det = res.get("detectors", {})
+    if isinstance(det, dict) and "error" not in det:
+        lines += ["", "Detectors: see bench/results/bench.json (`detectors`) for precision/recall and timing."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run every measurement and write the results."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (make bench installs it with apt-get)")
+    home, env, token, key_id = make_home()
+    res: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    steps = [("help", bench_help), ("drain", bench_drain), ("throughput", lambda: bench_throughput(env, token)),
+             ("wrong_secrets", lambda: bench_wrong_secrets(env, token, key_id)),
+             ("rss", lambda: bench_rss(env, token)), ("detectors", bench_detectors)]
+    for name, fn in steps:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        res[name] = fn()
+    (RESULTS / "bench.json").write_text(json.dumps(res, indent=2))
+    text = summary(res)
+    (RESULTS / "summary.md").write_text(text + "\n")
+    print(text)
+    det = res.get("detectors")
+    if isinstance(det, dict) and det.get("text"):
+        print("\n" + det["text"])
+    shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
