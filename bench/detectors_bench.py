@@ -100,6 +100,14 @@ def _timings() -> list[dict[str, object]]:
         rows.append(
             {"input": f"realistic {size // 1000} KB", "bytes": size, "median_us": _median_us(scanner, text)}
         )
+    typographic = _repeat(PARAGRAPH.replace("Tuesday's", "Tuesday’s").replace(", and the", " — and the"), 1_000)
+    rows.append(
+        {
+            "input": "realistic 1 KB, curly quote + dash",
+            "bytes": len(typographic),
+            "median_us": _median_us(scanner, typographic),
+        }
+    )
     pii = _repeat(PARAGRAPH[:400] + "Reach me at jane.doe@example.com or +1 415 555 0132. ", 1_000)
     rows.append(
         {"input": "1 KB with email and phone", "bytes": len(pii), "median_us": _median_us(scanner, pii)}

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import re2
 
-from daemon.policy.detectors import DETECTOR_NAMES, GROUPS, DetectorOptionError, Finding, Scanner
+from daemon.policy.detectors import DETECTOR_NAMES, GROUPS, DetectorOptionError, Finding, Scanner, _Prefilter
+from daemon.policy.detectors._fold import CHANGED_CLASS, FOLD_TABLE, IGNORABLE
+from daemon.policy.detectors.invisible_text import _INVISIBLE, GATE_CLASS
+from daemon.policy.detectors.phone import PhoneDetector
 from daemon.policy.detectors.prompt_injection import _ANCHOR_BYTES, ANCHORS, GATE_MAX_CHARS
 from daemon.tokens import make_token
 
@@ -443,3 +449,84 @@ def test_adversarial_inputs_finish() -> None:
         "eyJ" + "A" * 100_000,
     ]:
         ALL.scan(text)
+
+
+# --- the prefilter (one RE2 Set pass deciding which detectors run) ---------------------------
+
+_VARIANTS: tuple[Callable[[str], str], ...] = (
+    lambda t: t,
+    lambda t: "Tuesday’s note — " + t + " “ok”",  # non-ASCII that folding leaves alone
+    lambda t: "Привет 日本 " + t,  # Cyrillic letters fold: the prefilter cannot speak for prompt_injection
+    lambda t: "İstanbul " + t,  # str.lower() lengthens U+0130
+    lambda t: t.replace("k", "\u212a"),  # KELVIN SIGN lower-cases to "k"
+    lambda t: t + " " * 300,
+)
+_CONTEXTS = [
+    f"{pre}{date}{post}"
+    for pre in ("", "+", "(", "v", "call ", "+1 ", "tel: (0")
+    for date in ("2024-10-15", "15.01.2024", "2024/10/15", "12-31-2024", "69.07.4978", "415.555.0132", "2024-10-15 555")
+    for post in ("", ". ", "th", ")", " 7946 0958", "\u0663\u0664", " \u0663\u0664", ":")
+]
+
+
+def _ungated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the prefilter answer "unknown", so the scanner runs every detector."""
+    def unknown(self: _Prefilter, data: bytes) -> None:
+        return None
+
+    monkeypatch.setattr(_Prefilter, "hold", unknown)
+
+
+def test_prefilter_never_hides_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [json.loads(line)["text"] for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    texts = [variant(t) for t in texts for variant in _VARIANTS] + _CONTEXTS
+    scanners = [ALL, *(Scanner({name: {}}) for name in DETECTOR_NAMES)]
+    gated = [[sc.scan(t) for t in texts] for sc in scanners]
+    _ungated(monkeypatch)
+    assert [[sc.scan(t) for t in texts] for sc in scanners] == gated
+
+
+def test_date_runs_skipped_by_the_scanner_hold_no_phone_number() -> None:
+    """The scanner skips runs that are just a date; the phone detector alone agrees."""
+    phone_only = Scanner({"phone": {}})
+    detector = PhoneDetector({})
+    for text in _CONTEXTS:
+        expected = [(start, end) for start, end, _ in detector.find(text)]
+        assert [(f.start, f.end) for f in phone_only.scan(text)] == expected, text
+
+
+def test_prefilter_skips_detectors_on_benign_text() -> None:
+    prefilter = ALL._prefilter
+    assert isinstance(prefilter, _Prefilter)
+    assert prefilter.hold(b"What is the capital of France?") == frozenset()
+    held = prefilter.hold(b"Release 2024-10-15: rotate key risks, ask Bob")
+    assert held == frozenset({"digits", ""})
+
+
+def test_prefilter_surrogates_run_everything() -> None:
+    assert fired("call 415-555-0132 \ud800", Scanner({"phone": {}})) == {"phone"}
+
+
+def test_lowercase_exceptions_are_the_modelled_ones() -> None:
+    """generic_secret lower-cases the text: only U+0130 changes length, only U+212A becomes ASCII."""
+    lengthened = []
+    to_ascii = []
+    for cp in range(0x80, sys.maxunicode + 1):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        low = chr(cp).lower()
+        if len(low) != 1:
+            lengthened.append(cp)
+        elif low.isascii():
+            to_ascii.append(cp)
+    assert lengthened == [0x130]
+    assert to_ascii == [0x212A]
+    assert re2.search("(?i:key)", "\u212aey".encode()) is not None
+
+
+def test_prefilter_classes_match_the_python_ones() -> None:
+    every = "".join(chr(cp) for cp in range(sys.maxunicode + 1) if not 0xD800 <= cp < 0xE000)
+    kept = re2.sub(GATE_CLASS + "+", "", every)
+    assert kept == _INVISIBLE.sub("", every)
+    changed = {ch for ch in every if ch.translate(FOLD_TABLE) != ch or IGNORABLE.fullmatch(ch)}
+    assert re2.sub(CHANGED_CLASS + "+", "", every) == "".join(ch for ch in every if ch not in changed)

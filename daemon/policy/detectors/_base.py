@@ -32,6 +32,8 @@ class Detector(ABC):
 
     name: ClassVar[str]
     option_names: ClassVar[frozenset[str]] = frozenset()
+    # Literals one of which must occur in the text for any match (empty: no such literal).
+    gate: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, object]) -> None:
         """Validate ``options`` (the generic ``allow`` is handled by the scanner)."""

@@ -123,10 +123,41 @@ def _build_table() -> dict[int, str]:
 FOLD_TABLE = _build_table()
 # Characters that are deleted before matching: zero-width and format characters, combining
 # marks, variation selectors and tags. An attacker puts them inside words to break them up.
-IGNORABLE = re.compile(
-    "[\u00ad\u034f\u0300-\u036f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
-    "\ufe00-\ufe0f\ufeff\U000e0000-\U000e007f]+"
+_IGNORABLE_RANGES = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x0300, 0x036F),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x2069),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xE0000, 0xE007F),
 )
+IGNORABLE = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _IGNORABLE_RANGES) + "]+")
+
+
+def re2_class(ranges: list[tuple[int, int]] | tuple[tuple[int, int], ...]) -> str:
+    """An RE2 character class (``[\\x{..}-\\x{..}...]``) of the given code point ranges."""
+    return "[" + "".join(f"\\x{{{lo:x}}}-\\x{{{hi:x}}}" for lo, hi in ranges) + "]"
+
+
+def _changed_ranges() -> list[tuple[int, int]]:
+    points = sorted(set(FOLD_TABLE) | {cp for lo, hi in _IGNORABLE_RANGES for cp in range(lo, hi + 1)})
+    ranges: list[tuple[int, int]] = []
+    for cp in points:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return ranges
+
+
+# Every character folding changes (maps or deletes), as an RE2 class: text without any of
+# them folds to itself.
+CHANGED_CLASS = re2_class(_changed_ranges())
 
 
 class Folded:

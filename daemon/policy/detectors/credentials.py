@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import ClassVar
 
 from daemon.tokens import parse_token
 
@@ -35,10 +36,8 @@ def _varied(value: str) -> bool:
 
 
 class _RegexDetector(Detector):
-    pattern: re.Pattern[str]
-    message: str
-    # The pattern only runs when one of these literals occurs in the text.
-    gate: tuple[str, ...]
+    pattern: ClassVar[re.Pattern[str]]
+    message: ClassVar[str]
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield matches of the pattern that pass :meth:`valid`."""

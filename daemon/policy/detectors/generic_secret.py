@@ -29,6 +29,12 @@ _VALUE = re.compile(
     r"[\"']?[ \t]{0,8}(?::=|=>|[:=])[ \t]{0,8}"
     r"(?:(?:Bearer|Basic|Token)[ \t]{1,4})?([\"'`]?)([^\s\"'`,;]{8,256})(?:\1)"
 )
+# A necessary condition for a finding, for the scanner's one-pass prefilter (RE2 syntax): a
+# stem, at most 64 more name characters, the assignment operator and 8 value characters.
+GATE = (
+    r"(?i:pass|pwd|secret|token|key|auth|cred)[A-Za-z0-9_.\-]{0,64}[\"']?[ \t]{0,8}(?::=|=>|[:=])"
+    r"[ \t]{0,8}(?:(?i:Bearer|Basic|Token)[ \t]{1,4})?[\"'`]?[^\s\"'`,;]{8}"
+)
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _PARTS = re.compile(r"[^a-z0-9]+")
 _WORDS = frozenset(
@@ -124,10 +130,10 @@ class GenericSecretDetector(Detector):
             return None
         seen.add(start)
         name = text[start:end]
-        if not name or not (name[0].isalpha() or name[0] == "_") or not secret_name(name):
+        if not name or not (name[0].isalpha() or name[0] == "_"):
             return None
-        m = _VALUE.match(text, end)
-        if m is None or not self.secret_value(m.group(2)):
+        m = _VALUE.match(text, end)  # cheaper than secret_name(), and usually fails in prose
+        if m is None or not secret_name(name) or not self.secret_value(m.group(2)):
             return None
         return m.start(2), m.end(2), "secret value assigned to a credential name"
 

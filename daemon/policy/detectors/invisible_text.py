@@ -24,11 +24,22 @@ import unicodedata
 from collections.abc import Iterator
 
 from ._base import Detector, Hit
+from ._fold import re2_class
 
-_INVISIBLE = re.compile(
-    "[\u200b-\u200d\u2060-\u2064\ufeff\u202a-\u202e\u2066-\u2069\U000e0000-\U000e007f"
-    "\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]+"
+_RANGES = (
+    (0x200B, 0x200D),
+    (0x2060, 0x2064),
+    (0xFEFF, 0xFEFF),
+    (0x202A, 0x202E),
+    (0x2066, 0x2069),
+    (0xE0000, 0xE007F),
+    (0xE000, 0xF8FF),
+    (0xF0000, 0xFFFFD),
+    (0x100000, 0x10FFFD),
 )
+_INVISIBLE = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _RANGES) + "]+")
+# The characters this detector reports, as an RE2 class (a finding needs one of them).
+GATE_CLASS = re2_class(_RANGES)
 _FLAG_TAGS = re.compile("\U0001f3f4[\U000e0020-\U000e007e]{1,12}\U000e007f")
 _EMOJI_NEAR = re.compile("[\ufe0f\U0001f3fb-\U0001f3ff]")
 

@@ -37,6 +37,7 @@ class JwtDetector(Detector):
     """JWTs whose header and payload decode to JSON objects."""
 
     name = "jwt"
+    gate = ("eyJ",)
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield JWTs."""

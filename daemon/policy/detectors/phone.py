@@ -58,6 +58,7 @@ _NUMBER_TYPES = (
     "pager",
     "uan",
 )
+_NON_DIGIT = re.compile(r"\D")
 _GROUP_SEP = re.compile(r"[ .\-]")
 _DATE = re.compile(r"\d{4}([-./])\d{1,2}\1\d{1,2}|\d{1,2}([-./])\d{1,2}\2\d{2,4}")
 _SSN_SHAPE = re.compile(r"\d{3}([- .])\d{2}\1\d{4}")
@@ -119,7 +120,7 @@ class PhoneDetector(Detector):
                 span = span[sep.end() :]
 
     def _check(self, span: str, budget: _Budget) -> tuple[int, int] | None:
-        digits = re.sub(r"\D", "", span)
+        digits = _NON_DIGIT.sub("", span)
         if not 7 <= len(digits) <= 15:
             return None
         if _DATE.fullmatch(span) or _SSN_SHAPE.fullmatch(span) or _IPV4_SHAPE.fullmatch(span):

@@ -29,6 +29,7 @@ class PrivateKeyDetector(Detector):
     """PEM private key blocks with key material."""
 
     name = "private_key"
+    gate = ("PRIVATE KEY",)
 
     def find(self, text: str) -> Iterator[Hit]:
         """Yield private key blocks."""

@@ -487,6 +487,11 @@ class PromptInjectionDetector(Detector):
         body = "|".join(f"(?P<{c}>{_PATTERNS[c]})" for c in CATEGORIES if c in categories)
         self._pattern = re2.compile(r"(?i)\b(?:" + body.replace("(?![a-z])", r"\b") + ")")
 
+    @property
+    def gate_pattern(self) -> str:
+        """The RE2 pattern; on ASCII text (which folding leaves unchanged) it matches iff a phrase does."""
+        return str(self._pattern.pattern)
+
     def find(self, text: str) -> Iterator[Hit]:
         """Yield injection phrases, with offsets into the original text."""
         if len(text) < GATE_MAX_CHARS and text.isascii():
