@@ -90,12 +90,14 @@ def test(
         print_json(out)
     else:
         c = console()
-        c.print(f"[bold]{d.decision.upper()}[/] (policy {d.policy_name} {d.policy_version}, {elapsed:.0f} µs)")
+        c.print(f"[bold]{d.decision.upper()}[/] (policy {d.policy_name} {d.policy_version}, {elapsed:.0f} µs)",
+                soft_wrap=True)
+        # Plain echo, not rich: rich would wrap long texts and change what the user reads back.
         for r in d.reasons:
             where = f" at {r.start}..{r.end}" if r.start is not None else ""
-            c.print(f"  {r.action:<8} {r.rule:<32} {r.message}{where}", markup=False)
+            typer.echo(f"  {r.action:<8} {r.rule:<32} {r.message}{where}")
         if d.redacted_text is not None:
-            c.print("redacted: " + d.redacted_text, markup=False)
+            typer.echo("redacted: " + d.redacted_text)
     if not d.allowed:
         raise typer.Exit(1)
 
@@ -133,14 +135,16 @@ def show(
         print_json(out)
         return
     c = console()
-    c.print(f"{ps.source} (version {ps.version})", markup=False)
+    c.print(f"{ps.source} (version {ps.version})", markup=False, soft_wrap=True)
     for n, p in out["policies"].items():
         c.print(f"\n[bold]{n}[/]: {p['mode']}, max_input_chars {p['max_input_chars']}")
-        c.print(f"  models allow {p['models']['allow']} deny {p['models']['deny']}", markup=False)
-        c.print(f"  operations allow {p['operations']['allow']} deny {p['operations']['deny']}", markup=False)
+        c.print(f"  models allow {p['models']['allow']} deny {p['models']['deny']}", markup=False, soft_wrap=True)
+        c.print(f"  operations allow {p['operations']['allow']} deny {p['operations']['deny']}", markup=False,
+                soft_wrap=True)
         for r in p["rules"]:
             what = r.get("detector") or r.get("literal") or r.get("pattern")
-            c.print(f"  {r['action']:<8} {r['id']:<32} {r['kind']}: {what}", markup=False)
+            opts = "".join(f" {k}={v!r}" for k, v in r.get("options", {}).items())
+            c.print(f"  {r['action']:<8} {r['id']:<32} {r['kind']}: {what}{opts}", markup=False, soft_wrap=True)
 
 
 @app.command("reload")
@@ -151,17 +155,25 @@ def reload(
     import os
     import signal
 
+    from aigov_cli.commands.daemon_cmds import _get_json
     from daemon.errors import AigovError
+    from daemon.policy.loader import PolicyError
     from daemon.server import daemon_running
 
-    from aigov_cli.commands.daemon_cmds import _get_json
-
-    ps = _load(None)  # an invalid file stops here with the error; the daemon keeps its policy
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
-    if not info or not info.get("pid"):
+    pid = int(info["pid"]) if info and info.get("pid") else None
+    try:
+        ps = _load(None)
+    except PolicyError:
+        if pid is not None:
+            # The daemon validates the file too, keeps its policy and logs why: its log
+            # then records every rejected reload, not only those sent by a bare SIGHUP.
+            os.kill(pid, signal.SIGHUP)
+        raise  # exit 2 with the error; the running policy is unchanged
+    if pid is None or info is None:
         raise AigovError("aigov is not running; the new policy applies when it starts")
-    os.kill(int(info["pid"]), signal.SIGHUP)
+    os.kill(pid, signal.SIGHUP)
     deadline = time.time() + timeout
     while time.time() < deadline:
         ready = _get_json(f"{info['url']}/readyz")

@@ -129,7 +129,7 @@ class CompiledPolicy:
 
     def _action(self, action: Action) -> str:
         # In monitor mode every finding is reported as monitored: an allowed
-        # request never carries a blocking reason.
+        # request never carries a blocking reason, and nothing is redacted.
         return action.value if self._enforce else "monitor"
 
     def evaluate(self, model: str, operation: str, text: str) -> Decision:
@@ -142,9 +142,12 @@ class CompiledPolicy:
             reasons.append(Reason("operation.denied", "operation", block, "operation is not allowed by the policy"))
         redact_spans: list[tuple[int, int, str]] = []
         if len(text) > self.max_input_chars:
+            # The span covers the whole input: it was not scanned, so a log that keeps
+            # inputs "redacted" must mask all of it rather than store unscanned text.
             reasons.append(
                 Reason("input.too_long", "input", block,
-                       f"input is {len(text)} characters, over the limit of {self.max_input_chars}")
+                       f"input is {len(text)} characters, over the limit of {self.max_input_chars}",
+                       0, len(text))
             )
         else:
             findings: list[Finding] = self.scanner.scan(text) if self.detector_rules else []
@@ -152,13 +155,13 @@ class CompiledPolicy:
                 rule = self.detector_rules[f.detector]
                 action = self._action(rule.action)
                 reasons.append(Reason(rule.id, f.detector, action, rule.message or f.message, f.start, f.end))
-                if rule.action is Action.REDACT:
+                if action == "redact":
                     redact_spans.append((f.start, f.end, f.detector))
             for c in self.custom:
                 for start, end in c.findall(text):
                     action = self._action(c.rule.action)
                     reasons.append(Reason(c.rule.id, c.rule.kind, action, c.message, start, end))
-                    if c.rule.action is Action.REDACT:
+                    if action == "redact":
                         redact_spans.append((start, end, c.rule.id))
         if not reasons:
             return self._plain_allow

@@ -99,92 +99,192 @@ class PolicySet:
         return list(self.policies)
 
 
-def _line_of(text: str, *needles: str) -> int | None:
-    """The first line holding all needles in order (1-based), to point users at the spot."""
-    for i, line in enumerate(text.splitlines(), 1):
-        if all(n in line for n in needles):
-            return i
-    return None
+# A table header line: [policies.NAME] or [[policies.NAME.rules]] (with an optional comment).
+_HEADER = re.compile(r"""^\s*(\[\[?)\s*((?:[^\]#"']|"[^"]*"|'[^']*')+?)\s*\]\]?\s*(?:#.*)?$""")
+_OPTION_NAME = re.compile(r"option '([^']+)'")
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def _split_key(raw: str) -> tuple[str, ...]:
+    """A dotted TOML key (``policies."strict-eu".rules``) as its parts, quotes removed."""
+    parts: list[str] = []
+    buf: list[str] = []
+    quote: str | None = None
+    for ch in raw:
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                buf.append(ch)
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ".":
+            parts.append("".join(buf))
+            buf = []
+        elif not ch.isspace():
+            buf.append(ch)
+    parts.append("".join(buf))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class _Section:
+    key: tuple[str, ...]
+    array: bool
+    start: int  # index of the header line
+    end: int  # index of the next header line (or len(lines))
+
+
+Block = tuple[int, int]
 
 
 class _Ctx:
+    """The file's text, for pointing errors at the right line of the right table."""
+
     def __init__(self, source: str, text: str) -> None:
         self.source = source
-        self.text = text
+        self.lines = text.splitlines()
+        heads: list[tuple[tuple[str, ...], bool, int]] = []
+        for i, line in enumerate(self.lines):
+            m = _HEADER.match(line)
+            if m:
+                heads.append((_split_key(m.group(2)), m.group(1) == "[[", i))
+        self.sections = [
+            _Section(key, array, start, heads[n + 1][2] if n + 1 < len(heads) else len(self.lines))
+            for n, (key, array, start) in enumerate(heads)
+        ]
 
-    def error(self, where: str, what: str, *needles: str) -> PolicyError:
-        line = _line_of(self.text, *needles) if needles else None
+    def policy_block(self, name: str) -> Block | None:
+        """The lines of ``[policies.NAME]``, if the file has that header."""
+        for s in self.sections:
+            if s.key == ("policies", name) and not s.array:
+                return s.start, s.end
+        return None
+
+    def rule_block(self, name: str, index: int) -> Block | None:
+        """The lines of the ``index``-th ``[[policies.NAME.rules]]`` table, if written that way."""
+        found = [s for s in self.sections if s.key == ("policies", name, "rules") and s.array]
+        return (found[index].start, found[index].end) if index < len(found) else None
+
+    def line(self, block: Block | None, key: str | None = None, *needles: str) -> int | None:
+        """1-based line of ``key = ...`` (or of a line holding all needles) inside ``block``.
+
+        Falls back to the block's header line, then to a search of the whole file (for
+        inline tables and dotted keys, which have no header of their own).
+        """
+        key_rx = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[=.]""") if key \
+            else None
+        lo, hi = block if block is not None else (0, len(self.lines))
+        for i in range(lo, hi):
+            text = self.lines[i]
+            if key_rx is not None and key_rx.match(text):
+                return i + 1
+            if key_rx is None and needles and all(n in text for n in needles):
+                return i + 1
+        if key_rx is not None and needles:
+            for i in range(lo, hi):
+                if all(n in self.lines[i] for n in needles):
+                    return i + 1
+        if block is not None:
+            return lo + 1
+        return None
+
+    def top_line(self, key: str) -> int | None:
+        """1-based line where the top-level ``key`` starts (a ``[key...]`` header or ``key = ...``)."""
+        for s in self.sections:
+            if s.key[0] == key:
+                return s.start + 1
+        return self.line(None, key)
+
+    def error(self, where: str, what: str, line: int | None = None) -> PolicyError:
+        """A PolicyError reading ``FILE:LINE: field.path: what is wrong``."""
         loc = f"{self.source}:{line}" if line else self.source
         return PolicyError(f"{loc}: {where}: {what}")
 
 
-def _str_list(ctx: _Ctx, where: str, value: Any, needle: str) -> list[str]:
+def _str_list(ctx: _Ctx, where: str, value: Any, block: Block | None, key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ctx.error(where, "must be a list of non-empty strings (glob patterns)", needle)
+        raise ctx.error(where, "must be a list of non-empty strings (glob patterns)", ctx.line(block, key))
     for v in value:
         if v.count("[") != v.count("]"):
-            raise ctx.error(where, f"bad glob {v!r}: unbalanced brackets", v)
+            raise ctx.error(where, f"bad glob {v!r}: unbalanced brackets", ctx.line(block, None, v))
     return list(value)
 
 
-def _globs(ctx: _Ctx, where: str, value: Any) -> GlobList:
+def _globs(ctx: _Ctx, where: str, value: Any, block: Block | None) -> GlobList:
+    field_name = where.rsplit(".", 1)[-1]
     if value is None:
         return GlobList(["*"], [])
     if isinstance(value, list):
-        return GlobList(_str_list(ctx, where, value, where.rsplit(".", 1)[-1]), [])
+        return GlobList(_str_list(ctx, where, value, block, field_name), [])
     if not isinstance(value, dict):
-        raise ctx.error(where, "must be a table with allow and/or deny lists", where.rsplit(".", 1)[-1])
+        raise ctx.error(where, "must be a table with allow and/or deny lists", ctx.line(block, field_name))
     unknown = set(value) - {"allow", "deny"}
     if unknown:
-        raise ctx.error(where, f"unknown key {sorted(unknown)[0]!r} (use allow, deny)", sorted(unknown)[0])
-    allow = _str_list(ctx, where + ".allow", value.get("allow", ["*"]), "allow")
-    deny = _str_list(ctx, where + ".deny", value.get("deny", []), "deny")
-    return GlobList(allow, deny)
+        key = sorted(unknown)[0]
+        raise ctx.error(where, f"unknown key {key!r} (use allow, deny)", ctx.line(block, field_name, key))
+    allow = _str_list(ctx, where + ".allow", value.get("allow", ["*"]), block, field_name)
+    deny = _str_list(ctx, where + ".deny", value.get("deny", []), block, field_name)
+    try:
+        return GlobList(allow, deny)
+    except re.error as e:  # fnmatch output that Python's re still rejects
+        raise ctx.error(where, f"bad glob: {e}", ctx.line(block, field_name)) from None
 
 
-def _rule(ctx: _Ctx, where: str, raw: Any) -> RuleSpec | None:
+def _rule(ctx: _Ctx, where: str, raw: Any, block: Block | None) -> RuleSpec | None:
     if not isinstance(raw, dict):
-        raise ctx.error(where, "each rule must be a table")
+        raise ctx.error(where, "each rule must be a table", ctx.line(block, "rules"))
     rid = raw.get("id")
-    needle = str(rid) if rid is not None else "rules"
     if not isinstance(rid, str) or not _RULE_ID.fullmatch(rid):
-        raise ctx.error(where, "id must be lowercase letters, digits, '.', '_' or '-' (e.g. pii.email)", needle)
+        what = "needs an id" if rid is None else "id must be lowercase letters, digits, '.', '_' or '-' (pii.email)"
+        raise ctx.error(where, what, ctx.line(block, "id"))
     where = f"{where} ({rid})"
     kinds = [k for k in ("detector", "literal", "pattern") if k in raw]
     if len(kinds) != 1:
-        raise ctx.error(where, "needs exactly one of detector, literal or pattern", needle)
+        what = "needs one of detector, literal or pattern" if not kinds else \
+            f"has {' and '.join(kinds)}: give exactly one of detector, literal or pattern"
+        raise ctx.error(where, what, ctx.line(block, kinds[-1] if kinds else "id"))
     action_raw = raw.get("action", "block")
     try:
         action = Action(action_raw)
     except ValueError:
-        raise ctx.error(where, f"action must be block, redact or monitor, not {action_raw!r}", needle) from None
-    enabled = raw.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise ctx.error(where, "enabled must be true or false", needle)
-    case = raw.get("case_sensitive", True)
-    if not isinstance(case, bool):
-        raise ctx.error(where, "case_sensitive must be true or false", needle)
+        raise ctx.error(
+            where + ".action", f"must be block, redact or monitor, not {action_raw!r}", ctx.line(block, "action")
+        ) from None
+    for flag in ("enabled", "case_sensitive"):
+        if not isinstance(raw.get(flag, True), bool):
+            raise ctx.error(f"{where}.{flag}", "must be true or false", ctx.line(block, flag))
+    enabled: bool = raw.get("enabled", True)
+    case: bool = raw.get("case_sensitive", True)
     message = raw.get("message")
     if message is not None and not isinstance(message, str):
-        raise ctx.error(where, "message must be a string", needle)
+        raise ctx.error(where + ".message", "must be a string", ctx.line(block, "message"))
     kind = kinds[0]
     if kind == "detector":
         det = raw["detector"]
-        if det not in DETECTOR_NAMES:
-            raise ctx.error(where, f"unknown detector {det!r} (known: {', '.join(DETECTOR_NAMES)})", str(det))
+        if not isinstance(det, str) or det not in DETECTOR_NAMES:
+            raise ctx.error(
+                where + ".detector", f"unknown detector {det!r} (known: {', '.join(DETECTOR_NAMES)})",
+                ctx.line(block, "detector"),
+            )
         options = {k: v for k, v in raw.items() if k not in _RULE_KEYS}
         try:
             Scanner({det: options})
         except DetectorOptionError as e:
-            raise ctx.error(where, str(e), needle) from None
+            m = _OPTION_NAME.search(str(e))
+            raise ctx.error(where, str(e), ctx.line(block, m.group(1) if m else "detector")) from None
         spec = RuleSpec(rid, action, detector=det, case_sensitive=case, message=message, options=options)
     else:
         extra = set(raw) - _RULE_KEYS
         if extra:
-            raise ctx.error(where, f"unknown key {sorted(extra)[0]!r}", sorted(extra)[0])
+            key = sorted(extra)[0]
+            raise ctx.error(
+                where, f"unknown key {key!r} (custom rules take: {', '.join(sorted(_RULE_KEYS - {'detector'}))})",
+                ctx.line(block, key),
+            )
         value = raw[kind]
         if not isinstance(value, str) or not value:
-            raise ctx.error(where, f"{kind} must be a non-empty string", needle)
+            raise ctx.error(f"{where}.{kind}", "must be a non-empty string", ctx.line(block, kind))
         spec = RuleSpec(
             rid, action, case_sensitive=case, message=message,
             literal=value if kind == "literal" else None, pattern=value if kind == "pattern" else None,
@@ -192,55 +292,67 @@ def _rule(ctx: _Ctx, where: str, raw: Any) -> RuleSpec | None:
         try:
             compile_custom(spec)
         except ValueError as e:
-            raise ctx.error(where, str(e), needle) from None
+            raise ctx.error(f"{where}.{kind}", str(e), ctx.line(block, kind)) from None
     return spec if enabled else None
 
 
 def _policy(ctx: _Ctx, name: str, raw: Any, version: str) -> CompiledPolicy:
     where = f"policies.{name}"
+    block = ctx.policy_block(name)
     if not _POLICY_NAME.fullmatch(name):
-        raise ctx.error(where, "policy names are letters, digits, '_' or '-'", name)
+        raise ctx.error(where, "policy names are letters, digits, '_' or '-'", ctx.line(block, None, name))
     if not isinstance(raw, dict):
-        raise ctx.error(where, "must be a table", f"policies.{name}")
+        raise ctx.error(where, "must be a table", ctx.line(block, None, name))
     unknown = set(raw) - _POLICY_KEYS
     if unknown:
         key = sorted(unknown)[0]
-        raise ctx.error(where, f"unknown key {key!r} (known: {', '.join(sorted(_POLICY_KEYS))})", key)
+        raise ctx.error(
+            where, f"unknown key {key!r} (known: {', '.join(sorted(_POLICY_KEYS))})", ctx.line(block, key)
+        )
     mode_raw = raw.get("mode", "enforce")
     try:
         mode = Mode(mode_raw)
     except ValueError:
-        raise ctx.error(where + ".mode", f"must be enforce or monitor, not {mode_raw!r}", "mode") from None
+        raise ctx.error(
+            where + ".mode", f"must be enforce or monitor, not {mode_raw!r}", ctx.line(block, "mode")
+        ) from None
+    desc = raw.get("description", "")
+    if not isinstance(desc, str):
+        raise ctx.error(where + ".description", "must be a string", ctx.line(block, "description"))
     mic = raw.get("max_input_chars", DEFAULT_MAX_INPUT_CHARS)
     if not isinstance(mic, int) or isinstance(mic, bool) or mic < 1:
-        raise ctx.error(where + ".max_input_chars", "must be a positive integer", "max_input_chars")
+        raise ctx.error(where + ".max_input_chars", "must be a positive integer", ctx.line(block, "max_input_chars"))
+    models = _globs(ctx, where + ".models", raw.get("models"), block)
+    operations = _globs(ctx, where + ".operations", raw.get("operations"), block)
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, list):
-        raise ctx.error(where + ".rules", "must be an array of tables ([[policies.NAME.rules]])", "rules")
+        raise ctx.error(
+            where + ".rules", "must be an array of tables ([[policies.NAME.rules]])", ctx.line(block, "rules")
+        )
     rules: list[RuleSpec] = []
     seen_ids: set[str] = set()
-    seen_detectors: set[str] = set()
+    seen_detectors: dict[str, str] = {}
     for i, r in enumerate(rules_raw):
-        spec = _rule(ctx, f"{where}.rules[{i}]", r)
-        rid = r.get("id") if isinstance(r, dict) else None
+        rule_where = f"{where}.rules[{i}]"
+        rule_block = ctx.rule_block(name, i) or block
+        spec = _rule(ctx, rule_where, r, rule_block)
+        rid = str(r["id"])
         if rid in seen_ids:
-            raise ctx.error(f"{where}.rules[{i}]", f"duplicate rule id {rid!r}", str(rid))
-        seen_ids.add(str(rid))
+            raise ctx.error(f"{rule_where}.id", f"duplicate rule id {rid!r}", ctx.line(rule_block, "id", rid))
+        seen_ids.add(rid)
         if spec is None:
             continue
         if spec.detector:
             if spec.detector in seen_detectors:
                 raise ctx.error(
-                    f"{where}.rules[{i}]", f"detector {spec.detector!r} is used by two rules of one policy", str(rid)
+                    f"{rule_where} ({rid}).detector",
+                    f"detector {spec.detector!r} is already used by rule {seen_detectors[spec.detector]!r} "
+                    "of this policy (one rule per detector)",
+                    ctx.line(rule_block, "detector"),
                 )
-            seen_detectors.add(spec.detector)
+            seen_detectors[spec.detector] = rid
         rules.append(spec)
-    return CompiledPolicy(
-        name, version, mode,
-        _globs(ctx, where + ".models", raw.get("models")),
-        _globs(ctx, where + ".operations", raw.get("operations")),
-        mic, rules,
-    )
+    return CompiledPolicy(name, version, mode, models, operations, mic, rules)
 
 
 def parse_policy(text: str, source: str = "policy.toml") -> PolicySet:
@@ -250,14 +362,22 @@ def parse_policy(text: str, source: str = "policy.toml") -> PolicySet:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise PolicyError(f"{source}: invalid TOML: {e}") from None
+        msg = str(e)
+        at = _TOML_AT.search(msg)
+        if at:
+            raise PolicyError(f"{source}:{at[1]}: invalid TOML: {msg[:at.start()]} (column {at[2]})") from None
+        if msg.endswith("(at end of document)"):
+            last = max(1, len(text.splitlines()))
+            raise PolicyError(f"{source}:{last}: invalid TOML: {msg[:-21]} at the end of the file") from None
+        raise PolicyError(f"{source}: invalid TOML: {msg}") from None
     unknown = set(data) - {"policies"}
     if unknown:
         key = sorted(unknown)[0]
-        raise ctx.error(key, "unknown top-level key (policies live under [policies.NAME])", key)
+        raise ctx.error(key, "unknown top-level key (policies live under [policies.NAME])", ctx.top_line(key))
     pols = data.get("policies")
     if not isinstance(pols, dict) or not pols:
-        raise ctx.error("policies", "the file defines no policy (add a [policies.default] table)")
+        raise ctx.error("policies", "the file defines no policy (add a [policies.default] table)",
+                        ctx.line(None, "policies"))
     compiled = {name: _policy(ctx, name, raw, version) for name, raw in pols.items()}
     return PolicySet(compiled, version, source)
 
