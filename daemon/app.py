@@ -47,6 +47,7 @@ class Service:
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
         self.policies: PolicySet = load_policy_file(config.policy_path)
         self.last_used: dict[str, float] = {}
+        self._reload_lock = asyncio.Lock()
         self.closing = False
         self.started = time.time()
         self.db: aiosqlite.Connection | None = None
@@ -72,9 +73,12 @@ class Service:
 
     async def reload_policy(self) -> PolicySet:
         """Load the policy file off the loop and swap it in atomically; PolicyError leaves the old one."""
-        new = await asyncio.to_thread(load_policy_file, self.config.policy_path)
-        self.policies = new
-        return new
+        # One reload at a time: two SIGHUPs close together must not finish out of order
+        # and leave the older file in force.
+        async with self._reload_lock:
+            new = await asyncio.to_thread(load_policy_file, self.config.policy_path)
+            self.policies = new
+            return new
 
     async def refresh_keys(self) -> None:
         """Pick up keys created, changed or revoked since the last look."""

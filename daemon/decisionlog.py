@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from daemon.fastjson import dumps as _json
+from daemon.fastjson import quote as _quote
 from daemon.policy.engine import redact
 from daemon.policy.model import Reason
 from daemon.storage.db import connect_sync
@@ -84,11 +85,26 @@ def _hash(prev_hash: str, canon: str) -> str:
 
 
 def _rules_json(rules: tuple[str, ...]) -> str:
-    return _json(list(rules)) if rules else "[]"
+    # Rule ids are validated identifiers ([a-z0-9._-]): nothing to escape.
+    return '["' + '","'.join(rules) + '"]' if rules else "[]"
+
+
+def _int_or_null(v: int | None) -> str:
+    return "null" if v is None else str(v)
 
 
 def _reasons_json(reasons: tuple[Reason, ...]) -> str:
-    return _json([r.as_dict() for r in reasons]) if reasons else "[]"
+    # The same JSON as dumps([r.as_dict() ...]), built without dicts: this runs once per record.
+    if not reasons:
+        return "[]"
+    return "[" + ",".join(
+        f'{{"rule":{_quote(r.rule)},"detector":{_quote(r.detector)},"action":"{r.action}",'
+        f'"message":{_quote(r.message)},"start":{_int_or_null(r.start)},"end":{_int_or_null(r.end)}}}'
+        for r in reasons
+    ) + "]"
+
+
+_CUSTOM = frozenset(("literal", "pattern"))
 
 
 def stored_input(text: str, reasons: Sequence[Reason], mode: str) -> str | None:
@@ -97,7 +113,12 @@ def stored_input(text: str, reasons: Sequence[Reason], mode: str) -> str | None:
         return None
     if mode == "full":
         return text
-    spans = [(r.start, r.end, r.detector) for r in reasons if r.start is not None and r.end is not None]
+    # Labelled like redacted_text in the answer: the detector, or the rule id for custom rules.
+    spans = [
+        (r.start, r.end, r.rule if r.detector in _CUSTOM else r.detector)
+        for r in reasons
+        if r.start is not None and r.end is not None
+    ]
     return redact(text, spans)
 
 

@@ -164,3 +164,8 @@ def test_prune_with_checkpoint_still_verifies(tmp_path: Path) -> None:
     assert rep.ok, rep
     kinds = [k for (k,) in conn.execute("SELECT kind FROM decisions ORDER BY id")]
     assert kinds[-1] == "checkpoint" and kinds.count("decision") == 20
+
+
+def test_redacted_log_labels_custom_rules_by_rule_id() -> None:
+    r = (Reason("custom.codename", "literal", "block", "code name", 4, 10),)
+    assert stored_input("the Falcon plan", r, "redacted") == "the [REDACTED:custom.codename] plan"

@@ -112,7 +112,10 @@ def _build_table() -> dict[int, str]:
             if len(folded) != 1 or not ("a" <= folded <= "z"):
                 decomposed = unicodedata.normalize("NFKD", ch)
                 folded = decomposed[:1].casefold()
-                if not ("a" <= folded <= "z") or any(not unicodedata.combining(c) for c in decomposed[1:]):
+                # len() first: "a" <= "ss" <= "z" holds for strings, and ß must not become two letters.
+                if len(folded) != 1 or not ("a" <= folded <= "z") or any(
+                    not unicodedata.combining(c) for c in decomposed[1:]
+                ):
                     continue
             table[cp] = folded
     for src, dst in _MANUAL.items():
