@@ -131,8 +131,13 @@ class SqliteDecisionStore:
         self.conn: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        """Open (and migrate) the database."""
+        """Open (and migrate) the database, tuned for one appending writer."""
         self.conn = connect_sync(self.path)
+        # Checkpoint the WAL every ~40 MB instead of ~4 MB: checkpoints (the only fsyncs with
+        # synchronous=NORMAL) were the largest SQLite cost of appending (53k -> 87k rows/s for
+        # bare inserts in batches of 50, measured with /tmp-style scratch runs on the 2-core box).
+        self.conn.execute("PRAGMA wal_autocheckpoint = 10000")
+        self.conn.execute("PRAGMA cache_size = -16384")
 
     def close(self) -> None:
         """Close the connection."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -53,6 +52,8 @@ def key_json(rec: KeyRecord, now: float | None = None) -> dict[str, Any]:
 
 
 def _run(fn: Any) -> Any:
+    import asyncio
+
     from daemon.keyadmin import with_store
 
     cfg = load_cfg()
@@ -71,6 +72,8 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key and print its token (shown only this once)."""
+    import asyncio
+
     from daemon.errors import ConfigError
     from daemon.keyadmin import check_policy_name
     from daemon.keyadmin import create as do_create
@@ -205,6 +208,8 @@ def update(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a key's rate limit, policy, name or expiry (the daemon picks it up within a second)."""
+    import asyncio
+
     from daemon.errors import ConfigError
     from daemon.keyadmin import check_key_id, check_policy_name
 
