@@ -48,7 +48,10 @@ def _bcrypt_input(token: str) -> bytes:
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    try:
+        return hashlib.sha256(token.encode()).digest()
+    except UnicodeEncodeError:  # undecodable header bytes: never a valid token
+        return b""
 
 
 class KeyEntry:

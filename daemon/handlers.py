@@ -195,7 +195,8 @@ class CheckHandler:
             rate_headers["Retry-After"] = str(rd.retry_after)
             return error_response(429, f"rate limit of {rd.limit} requests exceeded", rid, rate_headers)
         # 4. JSON validation
-        if request.content_type != JSON_CT:
+        # Fast path on the raw header; parse it (parameters, case) only when it is not the plain form.
+        if request.headers.get("Content-Type") != JSON_CT and request.content_type != JSON_CT:
             return error_response(415, "send the body as application/json", rid)
         try:
             raw = await request.read()
