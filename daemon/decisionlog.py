@@ -137,7 +137,6 @@ class SqliteDecisionStore:
         # synchronous=NORMAL) were the largest SQLite cost of appending (53k -> 87k rows/s for
         # bare inserts in batches of 50, measured with /tmp-style scratch runs on the 2-core box).
         self.conn.execute("PRAGMA wal_autocheckpoint = 10000")
-        self.conn.execute("PRAGMA cache_size = -16384")
 
     def close(self) -> None:
         """Close the connection."""
