@@ -42,3 +42,15 @@ def _make() -> Callable[[Any], str]:
 
 dumps: Callable[[Any], str] = _make()
 """Compact JSON (no spaces, non-ASCII kept) of plain data; no circular-reference check."""
+
+
+def _make_quote() -> Callable[[str], str]:
+    try:
+        from json.encoder import c_encode_basestring  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover
+        from json.encoder import py_encode_basestring as c_encode_basestring
+    return c_encode_basestring  # type: ignore[no-any-return]
+
+
+quote: Callable[[str], str] = _make_quote()
+"""A JSON string literal (with quotes) for ``s``, non-ASCII kept."""
