@@ -317,6 +317,7 @@ def bench_rss(env: dict[str, str], token: str) -> dict[str, Any]:
 def bench_drain() -> dict[str, Any]:
     """Decision-log drain rate: records/s from a full queue to disk (batches of 50, one transaction each)."""
     from daemon.decisionlog import DecisionLog, Entry, SqliteDecisionStore
+    from daemon.handlers import new_request_id
     from daemon.policy.model import Reason
 
     n = 20_000 if QUICK else 200_000
@@ -326,8 +327,9 @@ def bench_drain() -> dict[str, Any]:
     async def run() -> float:
         log = DecisionLog(SqliteDecisionStore(path), batch_size=50, flush_interval=5.0, max_queue=n + 1)
         await log.start()
+        ids = [new_request_id() for _ in range(n)]  # real ULIDs: they keep the request_id index append-only
         for i in range(n):
-            log.offer(Entry(time.time(), f"r{i}", "key", "gpt-4o", "chat", "allow", ("pii.email",), reasons,
+            log.offer(Entry(time.time(), ids[i], "key", "gpt-4o", "chat", "allow", ("pii.email",), reasons,
                             "write to alice@example.com about the plan", 0.1, "default", "v"))
         t0 = time.perf_counter()
         await log.close()
