@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.errors import ConfigError
-from daemon.units import parse_duration, parse_rate
+from daemon.units import parse_rate
 
 CONFIG_FILE = "config.toml"
 POLICY_FILE = "policy.toml"
@@ -268,4 +268,4 @@ log_level = "info"
 '''
 
 
-__all__ = ["Config", "Paths", "load_config", "resolve_paths", "default_config_text", "parse_duration"]
+__all__ = ["Config", "Paths", "load_config", "resolve_paths", "default_config_text"]

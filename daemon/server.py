@@ -29,6 +29,14 @@ from daemon.errors import AigovError, ConfigError
 log = logging.getLogger("aigov")
 
 
+def already_running(info: dict[str, Any]) -> ConfigError:
+    """The error for a second daemon on a home whose pid file is held."""
+    return ConfigError(
+        f"aigov is already running for this home (pid {info.get('pid', '?')}, {info.get('url', '?')}); "
+        "stop it with `aigov stop` or use another --home"
+    )
+
+
 class PidFile:
     """The pid file, held under an exclusive flock for the daemon's whole life."""
 
@@ -45,11 +53,7 @@ class PidFile:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EAGAIN, errno.EACCES):
-                info = read_pidfile(self.path) or {}
-                raise ConfigError(
-                    f"aigov is already running for this home (pid {info.get('pid', '?')}, {info.get('url', '?')}); "
-                    "stop it with `aigov stop` or use another --home"
-                ) from None
+                raise already_running(read_pidfile(self.path) or {}) from None
             raise
         self.fd = fd
 

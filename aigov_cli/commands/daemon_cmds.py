@@ -70,18 +70,13 @@ def serve(
     """Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C."""
     import asyncio
 
-    from daemon.server import daemon_running
+    from daemon.server import already_running, daemon_running
     from daemon.server import serve as run
 
     cfg = load_cfg(host=host, port=port)
     running = daemon_running(cfg.paths.pid_file)
-    if running:
-        from daemon.errors import ConfigError
-
-        raise ConfigError(
-            f"aigov is already running for this home (pid {running.get('pid', '?')}, {running.get('url', '?')}); "
-            "stop it with `aigov stop` or use another --home"
-        )
+    if running:  # checked here too so that --detach fails before it spawns anything
+        raise already_running(running)
     if detach:
         _detach(cfg, host, port)
         return

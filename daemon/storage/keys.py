@@ -18,6 +18,7 @@ import aiosqlite
 
 from daemon import tokens
 from daemon.errors import NotFoundError, StorageError
+from daemon.units import format_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +55,9 @@ class KeyRecord:
         for secret in ("secret_hash", "prev_secret_hash", "seq"):
             d.pop(secret)
         d["status"] = self.status(now)
-        d["rate_limit"] = f"{self.rate_limit}/{_fmt_window(self.rate_window)}"
+        d["rate_limit"] = f"{self.rate_limit}/{format_duration(self.rate_window)}"
         d["grace_until"] = d.pop("prev_expires_at")
         return d
-
-
-def _fmt_window(seconds: float) -> str:
-    from daemon.units import format_duration
-
-    return format_duration(seconds)
 
 
 _COLUMNS = (
