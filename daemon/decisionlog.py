@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -43,10 +44,15 @@ FIELDS = (
     "id", "time", "request_id", "key_id", "model", "operation", "decision", "rules", "reasons",
     "input_length", "input_sha256", "input", "latency_ms", "policy_name", "policy_version", "kind",
 )
-_INSERT = (
-    f"INSERT INTO decisions ({', '.join(FIELDS)}, prev_hash, hash) "
-    f"VALUES ({', '.join('?' for _ in FIELDS)}, ?, ?)"
-)
+_COLS = len(FIELDS) + 2  # the fields, prev_hash, hash
+_MAX_CHUNK = 512  # rows per INSERT: 512 * 18 parameters, far below SQLite's limit of 32766 (>= 3.32)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(rows: int) -> str:
+    """An INSERT of ``rows`` rows."""
+    one = "(" + ",".join("?" * _COLS) + ")"
+    return f"INSERT INTO decisions ({', '.join(FIELDS)}, prev_hash, hash) VALUES " + ",".join([one] * rows)
 
 
 class Entry(NamedTuple):
@@ -186,14 +192,26 @@ def insert_chained(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) ->
     # Read the tail inside the transaction: a CLI prune may have appended a checkpoint.
     tail = conn.execute("SELECT id, hash FROM decisions ORDER BY id DESC LIMIT 1").fetchone()
     last_id, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
-    out = []
+    params: list[Any] = []
+    extend = params.extend
     for values in rows:
         last_id += 1
-        full = (last_id, *values)
-        h = _hash(prev, _canonical_values(full))
-        out.append((*full, prev, h))
+        full = [last_id, *values]
+        h = _hash(prev, _json(full))
+        extend(full)
+        params.append(prev)
+        params.append(h)
         prev = h
-    conn.executemany(_INSERT, out)
+    # Multi-row INSERTs in power-of-two chunks rather than executemany: the sqlite3 module
+    # releases the GIL once per statement step, so executemany handed the GIL back and forth
+    # with the event loop once per row, which cost the loop more than the rows cost the writer.
+    # Power-of-two sizes keep the number of distinct (cached) statements small.
+    n = len(rows)
+    i = 0
+    while i < n:
+        size = min(_MAX_CHUNK, 1 << ((n - i).bit_length() - 1))
+        conn.execute(_insert_sql(size), params[i * _COLS:(i + size) * _COLS])
+        i += size
 
 
 @dataclass(frozen=True)

@@ -169,3 +169,21 @@ def test_prune_with_checkpoint_still_verifies(tmp_path: Path) -> None:
 def test_redacted_log_labels_custom_rules_by_rule_id() -> None:
     r = (Reason("custom.codename", "literal", "block", "code name", 4, 10),)
     assert stored_input("the Falcon plan", r, "redacted") == "the [REDACTED:custom.codename] plan"
+
+
+@pytest.mark.parametrize("sizes", [[1, 2, 3], [7, 50], [513, 1100]])
+def test_batches_of_any_size_keep_order_and_chain(tmp_path: Path, sizes: list[int]) -> None:
+    # Batches are written as multi-row INSERTs in power-of-two chunks (at most 512 rows each):
+    # every size, including ones that span several chunks, must keep ids, order and the chain.
+    store = SqliteDecisionStore(tmp_path / "d.db")
+    store.open()
+    n = 0
+    for size in sizes:
+        store.write_batches([[entry(n + i) for i in range(size)]])
+        n += size
+    assert store.conn is not None
+    got = store.conn.execute("SELECT id, request_id FROM decisions ORDER BY id").fetchall()
+    assert got == [(i + 1, f"req-{i}") for i in range(n)]
+    rep = verify_chain(store.conn)
+    assert rep.ok and rep.records == n, rep
+    store.close()
