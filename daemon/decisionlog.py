@@ -22,11 +22,12 @@ import asyncio
 import concurrent.futures
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,10 +46,10 @@ FIELDS = (
     "input_length", "input_sha256", "input", "latency_ms", "policy_name", "policy_version", "kind",
 )
 _COLS = len(FIELDS) + 2  # the fields, prev_hash, hash
-_MAX_CHUNK = 512  # rows per INSERT: 512 * 18 parameters, far below SQLite's limit of 32766 (>= 3.32)
+_CHUNK = 64  # rows per INSERT (64 * 18 parameters; SQLite allows 32766 since 3.32)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def _insert_sql(rows: int) -> str:
     """An INSERT of ``rows`` rows."""
     one = "(" + ",".join("?" * _COLS) + ")"
@@ -165,7 +166,7 @@ class SqliteDecisionStore:
         """Write each batch in its own transaction, extending the chain; returns records written."""
         n = 0
         for batch in batches:
-            self._append_values([self.to_values(e) for e in batch])
+            self._append_values(self.to_values(e) for e in batch)
             n += len(batch)
         return n
 
@@ -173,7 +174,7 @@ class SqliteDecisionStore:
         """Append records (field -> value, without id/hash) to the chain in one transaction."""
         self._append_values([tuple(rec[f] for f in FIELDS[1:]) for rec in records])
 
-    def _append_values(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _append_values(self, rows: Iterable[tuple[Any, ...]]) -> None:
         if self.conn is None:
             self.open()
         conn = self.conn
@@ -187,31 +188,37 @@ class SqliteDecisionStore:
             raise
 
 
-def insert_chained(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Inside an open transaction: append rows (FIELDS without id) to the chain."""
+def insert_chained(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Inside an open transaction: append rows (FIELDS without id) to the chain.
+
+    ``rows`` is consumed lazily, at most :data:`_CHUNK` rows at a time, each chunk
+    prepared and then written with one multi-row INSERT. The sqlite3 module releases
+    the GIL once per statement step, so the chunk size bounds how long the writer
+    thread keeps the event loop waiting for the GIL (about 0.4 ms); executemany would
+    release it once per row, and one statement per batch would hold it for a whole
+    backlog batch.
+    """
     # Read the tail inside the transaction: a CLI prune may have appended a checkpoint.
     tail = conn.execute("SELECT id, hash FROM decisions ORDER BY id DESC LIMIT 1").fetchone()
     last_id, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
-    params: list[Any] = []
-    extend = params.extend
-    for values in rows:
-        last_id += 1
-        full = [last_id, *values]
-        h = _hash(prev, _json(full))
-        extend(full)
-        params.append(prev)
-        params.append(h)
-        prev = h
-    # Multi-row INSERTs in power-of-two chunks rather than executemany: the sqlite3 module
-    # releases the GIL once per statement step, so executemany handed the GIL back and forth
-    # with the event loop once per row, which cost the loop more than the rows cost the writer.
-    # Power-of-two sizes keep the number of distinct (cached) statements small.
-    n = len(rows)
-    i = 0
-    while i < n:
-        size = min(_MAX_CHUNK, 1 << ((n - i).bit_length() - 1))
-        conn.execute(_insert_sql(size), params[i * _COLS:(i + size) * _COLS])
-        i += size
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, _CHUNK)):
+        params: list[Any] = []
+        extend = params.extend
+        for values in chunk:
+            last_id += 1
+            full = [last_id, *values]
+            h = _hash(prev, _json(full))
+            extend(full)
+            params.append(prev)
+            params.append(h)
+            prev = h
+        # A partial chunk goes in power-of-two pieces: a handful of cached statement shapes.
+        n, i = len(chunk), 0
+        while i < n:
+            size = 1 << ((n - i).bit_length() - 1)
+            conn.execute(_insert_sql(size), params[i * _COLS:(i + size) * _COLS])
+            i += size
 
 
 @dataclass(frozen=True)
