@@ -94,7 +94,7 @@ def _check_name(data: dict[str, Any], field: str) -> str:
         raise ValidationError(f"field '{field}' must be a string, not {_json_type(v)}")
     if not v or len(v) > MAX_NAME_CHARS:
         raise ValidationError(f"field '{field}' must be 1 to {MAX_NAME_CHARS} characters")
-    if _SURROGATE.search(v):
+    if not v.isascii() and _SURROGATE.search(v):  # isascii() is a flag check: no scan for ASCII text
         raise ValidationError(f"field '{field}' contains invalid Unicode (a lone surrogate)")
     return v
 
@@ -127,7 +127,7 @@ def validate(data: Any) -> tuple[str, str, str]:
         raise ValidationError("field 'input_text' is required")
     if not isinstance(text, str):
         raise ValidationError(f"field 'input_text' must be a string, not {_json_type(text)}")
-    if _SURROGATE.search(text):
+    if not text.isascii() and _SURROGATE.search(text):
         raise ValidationError("field 'input_text' contains invalid Unicode (a lone surrogate)")
     meta = data.get("metadata")
     if meta is not None:
