@@ -265,42 +265,50 @@ def bench_open_latency(env: dict[str, str], token: str, rate: int = 2000) -> dic
 
 
 def bench_wrong_secrets(env: dict[str, str], token: str, key_id: str) -> dict[str, Any]:
-    """p99 of valid requests while 50 wrong-secret requests for real key ids arrive."""
+    """p99 of valid requests while 50 wrong-secret requests for real key ids arrive.
+
+    Ten keys get five wrong secrets each (the throttle lets five per key id reach bcrypt), spread over
+    the first 80 % of the run from 50 threads, so that all 50 arrive while wrk measures.
+    """
+    import http.client
+
     from daemon import tokens
 
     script = lua(token)
+    ids = [key_id]
+    for i in range(9):
+        r = subprocess.run([AIGOV, "keys", "create", "--name", f"bench-target-{i}", "--json"],
+                           env=env, capture_output=True, text=True, check=True)
+        ids.append(json.loads(r.stdout)["key_id"])
     d = start_daemon(env)
+    port = int(d.url.rsplit(":", 1)[1])
+    statuses: list[int] = []
+    answered_at: list[float] = []
     try:
         wrk(d.url, script, 1)
         base = wrk(d.url, script, SECONDS)
-        stop = threading.Event()
-        sent = [0]
+        t0 = time.monotonic()
 
-        def attack() -> None:
-            import http.client
+        def attack(i: int) -> None:
+            time.sleep(i * SECONDS * 0.8 / 50)
+            bad = tokens.make_token(ids[i % len(ids)], f"{i:022d}")
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            c.request("POST", "/v1/check", BODY, {"Authorization": f"Bearer {bad}", "Content-Type": "application/json"})
+            statuses.append(c.getresponse().status)
+            answered_at.append(time.monotonic() - t0)
+            c.close()
 
-            i = 0
-            while not stop.is_set() and i < 50:
-                bad = tokens.make_token(key_id, f"{i:022d}")
-                c = http.client.HTTPConnection("127.0.0.1", int(d.url.rsplit(":", 1)[1]), timeout=30)
-                c.request("POST", "/v1/check", BODY, {"Authorization": f"Bearer {bad}",
-                                                       "Content-Type": "application/json"})
-                c.getresponse().read()
-                c.close()
-                i += 1
-                sent[0] = i
-                time.sleep(SECONDS / 60)
-
-        threads = [threading.Thread(target=attack)]
+        threads = [threading.Thread(target=attack, args=(i,)) for i in range(50)]
         for t in threads:
             t.start()
         under = wrk(d.url, script, SECONDS)
-        stop.set()
         for t in threads:
-            t.join()
+            t.join(150)
     finally:
         d.stop()
-    return {"wrong_secret_requests": sent[0], "p99_ms_quiet": base["p99_ms"], "p99_ms_under_attack": under["p99_ms"],
+    return {"wrong_secret_requests": len(statuses), "answered_401": statuses.count(401),
+            "answered_during_run": sum(1 for a in answered_at if a <= SECONDS),
+            "p99_ms_quiet": base["p99_ms"], "p99_ms_under_attack": under["p99_ms"],
             "rps_quiet": base["rps"], "rps_under_attack": under["rps"]}
 
 
@@ -391,7 +399,8 @@ def summary(res: dict[str, Any]) -> str:
          f"{o['p99_ms']:.2f} ms (p50 {o['p50_ms']:.2f}; bare p99 {o['bare_p99_ms']:.2f} ms)"),
         ("decision log drain rate", ">= 50,000 records/s", f"{dr['records_per_second']:,.0f} records/s"),
         ("decision-log queue depth at full load", "< 500", f"{t['queue_depth_max']:.0f}"),
-        ("p99 with 50 wrong-secret requests", "< 20 ms",
+        (f"p99 with {w['wrong_secret_requests']} wrong-secret requests "
+         f"({w['answered_401']} answered 401, {w['answered_during_run']} within the run)", "< 20 ms",
          f"{w['p99_ms_under_attack']:.2f} ms (quiet {w['p99_ms_quiet']:.2f} ms)"),
         (f"daemon RSS after {rss['requests']:,} requests", "< 80 MB, not growing",
          f"{rss['rss_mb_end']:.1f} MB (start {rss['rss_mb_start']:.1f}, "
