@@ -63,6 +63,8 @@ class Decision:
     @property
     def rules(self) -> tuple[str, ...]:
         """The rule ids that fired, in order, without repeats."""
+        if not self.reasons:  # the common plain allow
+            return ()
         return tuple(dict.fromkeys(r.rule for r in self.reasons))
 
 
