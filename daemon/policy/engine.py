@@ -126,6 +126,7 @@ class CompiledPolicy:
         self.custom = tuple(compile_custom(r) for r in rules if not r.detector)
         self._enforce = mode is Mode.ENFORCE
         self._plain_allow = Decision(True, (), name, version)
+        self._block = self._action(Action.BLOCK)
 
     def _action(self, action: Action) -> str:
         # In monitor mode every finding is reported as monitored: an allowed
@@ -135,7 +136,7 @@ class CompiledPolicy:
     def evaluate(self, model: str, operation: str, text: str) -> Decision:
         """Apply the policy to one request."""
         reasons: list[Reason] = []
-        block = self._action(Action.BLOCK)
+        block = self._block
         if not self.models.permits(model):
             reasons.append(Reason("model.denied", "model", block, "model is not allowed by the policy"))
         if not self.operations.permits(operation):
