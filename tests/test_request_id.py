@@ -43,3 +43,11 @@ def test_ids_sort_by_time(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     now[0] += 1_000_000  # one millisecond later
     second = new_request_id()
     assert first[:10] < second[:10] and first < second
+
+
+def test_time_part_is_exact_across_the_cached_boundary(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The upper eight time characters are cached per 1024 ms: crossing that boundary must re-encode.
+    base = 1_700_000_000_000 // 1024 * 1024
+    for ms in (base - 1, base, base + 1, base + 1023, base + 1024, base - 1):
+        monkeypatch.setattr(handlers.time, "time_ns", lambda ms=ms: ms * 1_000_000)
+        assert decode_ms(new_request_id()) == ms
