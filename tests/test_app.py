@@ -243,7 +243,7 @@ async def test_503_when_decision_log_stays_full(cfg: Config, client: Client, tok
         release.set()
     # Once the disk recovers the same request succeeds, and everything queued is written.
     for _ in range(200):
-        if svc.dlog.qsize() < svc.dlog.queue.maxsize:
+        if svc.dlog.qsize() < svc.dlog.max_queue:
             break
         await asyncio.sleep(0.01)
     assert (await post(client, token, BODY)).status == 200

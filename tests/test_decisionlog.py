@@ -187,3 +187,26 @@ def test_batches_of_any_size_keep_order_and_chain(tmp_path: Path, sizes: list[in
     rep = verify_chain(store.conn)
     assert rep.ok and rep.records == n, rep
     store.close()
+
+
+async def test_put_waits_for_room_then_enqueues(tmp_path: Path) -> None:
+    log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=2, enqueue_timeout=5.0)
+    assert log.offer(entry(1)) and log.offer(entry(2))
+    waiting = asyncio.create_task(log.put(entry(3)))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and log.qsize() == 2  # full: the put waits, nothing is dropped
+    taken = log._take()  # what the writer does: take the waiting records out
+    await asyncio.wait_for(waiting, 1.0)
+    assert [e.request_id for e in taken] == ["req-1", "req-2"]
+    assert [e.request_id for e in log._take()] == ["req-3"]
+
+
+async def test_put_on_a_closing_log_refuses(tmp_path: Path) -> None:
+    log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=1, enqueue_timeout=5.0)
+    assert log.offer(entry(1))
+    waiting = asyncio.create_task(log.put(entry(2)))
+    await asyncio.sleep(0.05)
+    log.closing = True
+    log._take()
+    with pytest.raises(QueueFull, match="closing"):
+        await asyncio.wait_for(waiting, 1.0)
