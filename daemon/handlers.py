@@ -176,6 +176,9 @@ def validate(data: Any) -> tuple[str, str, str]:
     return model, operation, text
 
 
+_new_entry = tuple.__new__  # Entry._make's constructor: half the cost of Entry(...) per request
+
+
 class CheckHandler:
     """``POST /v1/check``."""
 
@@ -255,10 +258,10 @@ class CheckHandler:
         )
         latency_ms = (time.perf_counter() - t0) * 1000.0
         # 6. enqueue the decision before answering: nothing answered is ever lost
-        record = Entry(
+        record = _new_entry(Entry, (
             time.time(), rid, entry.key_id, model, operation, decision.decision, decision.rules,
             decision.reasons, text, latency_ms, decision.policy_name, decision.policy_version,
-        )
+        ))
         if not svc.dlog.offer(record):
             try:
                 await svc.dlog.put(record)
