@@ -74,8 +74,9 @@ class Entry(NamedTuple):
     policy_version: str
 
 
-def _canonical_values(values: Sequence[Any]) -> str:
-    return _json(values if isinstance(values, list) else list(values))
+def _canonical_values(values: list[Any]) -> str:
+    """The canonical form of a record's values in :data:`FIELDS` order: a compact JSON array."""
+    return _json(values)
 
 
 def canonical(record: Mapping[str, Any]) -> str:
@@ -85,7 +86,7 @@ def canonical(record: Mapping[str, Any]) -> str:
 
 def chain_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
     """The hash of a record given its predecessor's hash."""
-    return _hash(prev_hash, _canonical_values([record[k] for k in FIELDS]))
+    return _hash(prev_hash, canonical(record))
 
 
 def _hash(prev_hash: str, canon: str) -> str:
@@ -209,7 +210,7 @@ def insert_chained(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) ->
         for values in chunk:
             last_id += 1
             full = [last_id, *values]
-            h = _hash(prev, _json(full))
+            h = _hash(prev, _canonical_values(full))
             extend(full)
             params.append(prev)
             params.append(h)
