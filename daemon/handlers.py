@@ -65,20 +65,34 @@ def new_request_id() -> str:
                     p[(b >> 10) & 1023], p[b & 1023], p[c >> 10], p[c & 1023]))
 
 
+# Header names as multidict's istr: the response's CIMultiDict takes them without re-folding case.
+_H_LIMIT = istr("X-RateLimit-Limit")
+_H_REMAINING = istr("X-RateLimit-Remaining")
+_H_RESET = istr("X-RateLimit-Reset")
+_H_RETRY_AFTER = istr("Retry-After")
+_H_REQUEST_ID = istr("X-Request-Id")
+
+
+def json_headers(request_id: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """``headers`` (extended in place) plus what every answer carries: JSON, no-store, X-Request-Id."""
+    h = {} if headers is None else headers
+    h[hdrs.CONTENT_TYPE] = JSON_CT
+    h[hdrs.CACHE_CONTROL] = "no-store"
+    h[_H_REQUEST_ID] = request_id
+    return h
+
+
 def error_response(
     status: int, message: str, request_id: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     """The JSON error shape of the contract: ``{"error": {"code", "message"}}``."""
     body = _encode({"error": {"code": ERROR_CODES[status], "message": message}})
-    h = {"Content-Type": JSON_CT, "Cache-Control": "no-store", "X-Request-Id": request_id}
-    if headers:
-        h.update(headers)
-    return web.Response(status=status, body=body.encode(), headers=h)
+    return web.Response(status=status, body=body.encode(), headers=json_headers(request_id, headers))
 
 
 def json_response(data: Any, status: int = 200, request_id: str | None = None) -> web.Response:
     """A JSON response with the headers every answer carries."""
-    h = {"Content-Type": JSON_CT, "Cache-Control": "no-store", "X-Request-Id": request_id or new_request_id()}
+    h = json_headers(request_id or new_request_id())
     return web.Response(status=status, body=_encode(data).encode(), headers=h)
 
 
@@ -105,14 +119,6 @@ def parse_json(raw: bytes) -> Any:
 
 class ValidationError(Exception):
     """A request body of the wrong shape; the message names the field."""
-
-
-# Header names as multidict's istr: the response's CIMultiDict takes them without re-folding case.
-_H_LIMIT = istr("X-RateLimit-Limit")
-_H_REMAINING = istr("X-RateLimit-Remaining")
-_H_RESET = istr("X-RateLimit-Reset")
-_H_RETRY_AFTER = istr("Retry-After")
-_H_REQUEST_ID = istr("X-Request-Id")
 
 
 def _rate_headers(rd: RateDecision) -> dict[str, str]:
@@ -272,10 +278,7 @@ class CheckHandler:
             svc.stats.allowed += 1
         else:
             svc.stats.block(tuple(r.rule for r in decision.reasons if r.action == "block"))
-        rate_headers[hdrs.CONTENT_TYPE] = JSON_CT
-        rate_headers[hdrs.CACHE_CONTROL] = "no-store"
-        rate_headers[_H_REQUEST_ID] = rid
-        return web.Response(body=render_decision(rid, decision), headers=rate_headers)
+        return web.Response(body=render_decision(rid, decision), headers=json_headers(rid, rate_headers))
 
 
 _ALLOW_TAILS: dict[tuple[str, str], str] = {}
