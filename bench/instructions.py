@@ -71,12 +71,7 @@ def measure(requests: int, bare: bool) -> dict[str, object]:
     out = Path(tempfile.mkdtemp(prefix="aigov-callgrind-"))
     port = run.free_port()
     if bare:
-        script = out / "bare.py"
-        script.write_text(run.BARE.replace('app.router.add_post("/v1/check", check)',
-                                           'app.router.add_post("/v1/check", check)\n'
-                                           'app.router.add_get("/healthz", lambda r: _ok())\n'
-                                           'async def _ok():\n    return web.Response(text="ok")'))
-        target = [sys.executable, str(script), str(port)]
+        target = [sys.executable, str(run.bare_script(out)), str(port)]
     else:
         target = [sys.executable, run.AIGOV, "serve", "--port", str(port)]
     log = open(out / "server.log", "w")  # noqa: SIM115 - closed below

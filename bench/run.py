@@ -125,16 +125,20 @@ def start_daemon(env: dict[str, str]) -> Proc:
     return Proc([AIGOV, "serve", "--port", str(port)], env, f"http://127.0.0.1:{port}")
 
 
-def start_bare() -> Proc:
-    """The baseline: bare aiohttp parsing the same JSON."""
-    port = free_port()
-    script = Path(tempfile.mkdtemp()) / "bare.py"
-    script.write_text(BARE + '\nasync def _h(r): return web.Response(text="ok")\n')
-    # /healthz for the readiness probe.
+def bare_script(directory: Path) -> Path:
+    """Write the baseline server (BARE plus a /healthz for the readiness probe) into ``directory``."""
+    script = directory / "bare.py"
     script.write_text(BARE.replace('app.router.add_post("/v1/check", check)',
                                    'app.router.add_post("/v1/check", check)\n'
                                    'app.router.add_get("/healthz", lambda r: _ok())\n'
                                    'async def _ok():\n    return web.Response(text="ok")'))
+    return script
+
+
+def start_bare() -> Proc:
+    """The baseline: bare aiohttp parsing the same JSON."""
+    port = free_port()
+    script = bare_script(Path(tempfile.mkdtemp()))
     return Proc([sys.executable, str(script), str(port)], dict(os.environ), f"http://127.0.0.1:{port}")
 
 
