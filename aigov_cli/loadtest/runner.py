@@ -11,7 +11,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from aigov_cli.loadtest.corpus import Corpus
@@ -474,14 +474,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
         for i, spec in enumerate(specs):
             if interrupted or budget <= 0:
                 break
-            spec = PhaseSpec(
-                rate=spec.rate,
-                duration_s=spec.duration_s,
-                burst_size=spec.burst_size,
-                burst_every_s=spec.burst_every_s,
-                probe_sizes=spec.probe_sizes,
-                max_requests=min(spec.max_requests, budget),
-            )
+            spec = replace(spec, max_requests=min(spec.max_requests, budget))
             lead = (0.02 if opts.workers <= 1 else 0.2) + (
                 0.3 if spec.burst_size or spec.probe_sizes else 0.0
             )
