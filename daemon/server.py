@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from daemon.app import SERVICE, create_app
+from daemon.app import SERVICE, create_app, route_hot_path
 from daemon.config import Config
 from daemon.errors import AigovError, ConfigError
 
@@ -115,6 +115,8 @@ async def _serve(config: Config, pid: PidFile, on_ready: Callable[[str], None] |
     svc = app[SERVICE]
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
+    assert runner.server is not None  # set by setup()
+    route_hot_path(app, runner.server)
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=2048, reuse_address=True)
         try:

@@ -237,3 +237,62 @@ def test_retention_prunes_at_start_and_chain_still_verifies(home: Path) -> None:
         assert "checkpoint" in kinds
     finally:
         conn.close()
+
+
+def _read_head(s: Any, buf: bytes) -> tuple[bytes, bytes]:
+    """Read from socket ``s`` until a blank line: (head, what came after it)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, f"connection closed mid-answer: {buf!r}"
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _raw_exchange(port: int, head: bytes, body: bytes) -> tuple[bytes, bytes, bytes]:
+    """Send ``head``, read the interim answer, send ``body``: (interim head, final head, final body)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head)
+        interim, rest = _read_head(s, b"")
+        s.sendall(body)
+        final, rest = _read_head(s, rest)
+        length = next(int(line.split(b":")[1]) for line in final.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed mid-body"
+            rest += chunk
+        return interim, final, rest
+
+
+def test_check_edges_of_the_direct_route(home: Path) -> None:
+    """The daemon hands POST /v1/check past the router; what the router handled must still work."""
+    key = create_key(home, "edges")
+    body = json.dumps(BODY).encode()
+    auth = f"Authorization: Bearer {key['token']}\r\nContent-Type: application/json\r\n"
+    with running_daemon(home) as d:
+        # Expect: 100-continue (curl sends it for bodies over 1 KiB): the client waits for the 100 first.
+        head = (f"POST /v1/check HTTP/1.1\r\nHost: x\r\n{auth}Expect: 100-continue\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        interim, final, answer = _raw_exchange(d.port, head, body)
+        assert interim.startswith(b"HTTP/1.1 100"), interim
+        assert final.startswith(b"HTTP/1.1 200"), final
+        assert json.loads(answer)["decision"] == "allow"
+
+        # A query string goes through the router to the same handler: same answer, same headers.
+        h = {"Authorization": f"Bearer {key['token']}", "Content-Type": "application/json"}
+        direct = d.request("POST", "/v1/check", body, h)
+        routed = d.request("POST", "/v1/check?trace=1", body, h)
+        for r in (direct, routed):
+            assert r.status == 200 and r.json()["decision"] == "allow"
+            assert {"x-request-id", "x-ratelimit-limit", "cache-control"} <= set(r.headers)
+        # Other methods on the direct route still get the JSON 405 with Allow.
+        r = d.request("GET", "/v1/check", headers=h)
+        assert r.status == 405 and r.headers["allow"] == "POST" and r.json()["error"]["code"] == "method_not_allowed"
+        # Both routes log their decisions.
+        ids = decision_ids(home)
+    stored = decision_ids(home)
+    assert {direct.headers["x-request-id"], routed.headers["x-request-id"]} <= stored
+    assert ids <= stored
