@@ -3,10 +3,11 @@
 Everything is measured against a baseline taken in the same run, because the
 machines are shared and noisy: the full daemon and a bare aiohttp handler that
 only parses the same JSON alternate (ROUNDS times each) on core 0 while wrk
-drives them from core 1, and the medians are compared.
+drives them from core 1, and the medians are compared. The same pair is then also run side by
+side (both on core 0 at once, CPU time per request from /proc), which drift cannot skew.
 
 Writes bench/results/bench.json and bench/results/summary.md and prints the summary.
-Environment knobs: BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_RSS_REQUESTS (1000000),
+Environment knobs: BENCH_ROUNDS (5), BENCH_SECONDS (8), BENCH_RSS_REQUESTS (1000000),
 BENCH_QUICK=1 (short runs for a smoke test).
 """
 
@@ -236,6 +237,82 @@ def bench_throughput(env: dict[str, str], token: str) -> dict[str, Any]:
     }
 
 
+def thread_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended
+            continue
+        out[tid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def side_by_side(servers: dict[str, tuple[list[str], dict[str, str]]], script: Path,
+                 seconds: int) -> dict[str, dict[str, float]]:
+    """Run ``servers`` (name -> (command, env); ``{port}`` in the command is the port) at once on
+    core 0, each saturated by its own wrk on core 1.
+
+    Returns per server: req/s, non-2xx answers, and CPU µs per request (all threads, and the
+    main thread alone) from /proc. Both share whatever slows the core, so their ratio is free
+    of the drift that alternating runs suffer from.
+    """
+    procs: dict[str, Proc] = {}
+    try:
+        for name, (cmd, env) in servers.items():
+            port = free_port()
+            procs[name] = Proc([str(port) if a == "{port}" else a for a in cmd], env, f"http://127.0.0.1:{port}")
+        for p in procs.values():
+            wrk(p.url, script, 1)  # warm the key and the code paths
+        before = {name: thread_seconds(p.p.pid) for name, p in procs.items()}
+        loads: dict[str, dict[str, float]] = {}
+        drivers = [threading.Thread(target=lambda n=name, p=p: loads.__setitem__(n, wrk(p.url, script, seconds)))
+                   for name, p in procs.items()]
+        for t in drivers:
+            t.start()
+        for t in drivers:
+            t.join()
+        out = {}
+        for name, p in procs.items():
+            after = thread_seconds(p.p.pid)
+            used = {tid: after[tid] - before[name].get(tid, 0.0) for tid in after}
+            n = max(1.0, loads[name]["requests"])
+            out[name] = {"rps": loads[name]["rps"], "non2xx": loads[name]["non2xx"],
+                         "cpu_us_per_request": sum(used.values()) / n * 1e6,
+                         "main_thread_us_per_request": used.get(str(p.p.pid), 0.0) / n * 1e6}
+        return out
+    finally:
+        for p in procs.values():
+            p.stop()
+
+
+def bench_side_by_side(home: str, token: str) -> dict[str, Any]:
+    """Daemon and baseline at the same time on core 0: CPU per request and its ratio, per round."""
+    script = lua(token)
+    rounds: list[dict[str, Any]] = []
+    for _ in range(max(3, min(ROUNDS, 5))):
+        copy = tempfile.mkdtemp(prefix="aigov-bench-sbs-")
+        shutil.copytree(home, copy, dirs_exist_ok=True)  # a home of its own: the pid file is per home
+        try:
+            env = dict(os.environ, AIGOV_HOME=copy)
+            r = side_by_side({"daemon": ([AIGOV, "serve", "--port", "{port}"], env),
+                              "bare": ([sys.executable, str(bare_script(Path(copy))), "{port}"], env)},
+                             script, SECONDS)
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+        rounds.append({**r, "ratio": r["bare"]["cpu_us_per_request"] / r["daemon"]["cpu_us_per_request"]})
+    return {
+        "rounds": rounds,
+        "seconds": SECONDS,
+        "daemon_cpu_us_median": statistics.median(r["daemon"]["cpu_us_per_request"] for r in rounds),
+        "bare_cpu_us_median": statistics.median(r["bare"]["cpu_us_per_request"] for r in rounds),
+        # Bare CPU per request over the daemon's: the throughput ratio each would have on a core alone.
+        "ratio_median": statistics.median(r["ratio"] for r in rounds),
+    }
+
+
 def loadtest(url: str, env: dict[str, str], token: str, rate: int, conns: int = 32) -> dict[str, Any]:
     """`aigov loadtest` at a fixed arrival rate on core 1: latency corrected for coordinated omission."""
     r = subprocess.run(
@@ -392,13 +469,16 @@ def bench_detectors() -> dict[str, Any]:
 def summary(res: dict[str, Any]) -> str:
     """The markdown table of goals and measured values."""
     t, w, rss, dr, h = res["throughput"], res["wrong_secrets"], res["rss"], res["drain"], res["help"]
-    o = res["open_latency"]
+    o, sbs = res["open_latency"], res["side_by_side"]
     rows = [
         ("/v1/check req/s vs bare aiohttp (median ratio)", ">= 0.60",
          f"{t['ratio_median']:.2f} ({t['daemon_rps_median']:.0f} vs {t['bare_rps_median']:.0f} req/s)"),
         ("p99 latency at 32 connections, saturated (wrk)", "< 5 ms",
          f"{t['daemon_p99_ms']:.2f} ms (bare {t['bare_p99_ms']:.2f} ms; the mean alone is 32 / req/s = "
          f"{32000 / t['daemon_rps_median']:.2f} ms)"),
+        ("the same, as CPU per request with both on core 0 at once (bench/cpu_ab.py; drift-free)", "-",
+         f"{sbs['ratio_median']:.2f} ({sbs['daemon_cpu_us_median']:.0f} vs {sbs['bare_cpu_us_median']:.0f} µs "
+         "per request; sharing a core's caches costs the baseline more than the daemon)"),
         (f"p99 latency at 32 connections, {o['rate']} req/s offered (aigov loadtest, open model)", "< 5 ms",
          f"{o['p99_ms']:.2f} ms (p50 {o['p50_ms']:.2f}; bare p99 {o['bare_p99_ms']:.2f} ms)"),
         ("decision log drain rate", ">= 50,000 records/s", f"{dr['records_per_second']:,.0f} records/s"),
@@ -415,7 +495,8 @@ def summary(res: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"Runs: {t['rounds']} alternating rounds of {t['seconds']} s; daemon req/s {t['daemon_rps']}, "
                  f"bare {t['bare_rps']}; ratio per round {t['ratio_per_round']}; "
-                 f"non-2xx during daemon runs: {t['daemon_non2xx']:.0f}.")
+                 f"non-2xx during daemon runs: {t['daemon_non2xx']:.0f}. Side by side, ratio per round "
+                 f"{[round(r['ratio'], 3) for r in sbs['rounds']]}.")
     det = res.get("detectors", {})
     if isinstance(det, dict) and "error" not in det:
         lines += ["", "Detectors: see bench/results/bench.json (`detectors`) for precision/recall and timing."]
@@ -431,6 +512,7 @@ def main() -> None:
     res: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     steps = [("help", bench_help), ("drain", bench_drain), ("throughput", lambda: bench_throughput(env, token)),
+             ("side_by_side", lambda: bench_side_by_side(home, token)),
              ("open_latency", lambda: bench_open_latency(env, token)),
              ("wrong_secrets", lambda: bench_wrong_secrets(env, token, key_id)),
              ("rss", lambda: bench_rss(env, token)), ("detectors", bench_detectors)]
