@@ -270,7 +270,10 @@ async def test_health_ready_openapi_metrics(client: Client, token: str) -> None:
     assert spec["openapi"].startswith("3.") and "/v1/check" in spec["paths"]
     responses = spec["paths"]["/v1/check"]["post"]["responses"]
     assert {"200", "400", "401", "405", "413", "415", "422", "429", "503"} <= set(responses)
-    text = await (await client.get("/metrics")).text()
+    scrape = await client.get("/metrics")
+    assert scrape.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert scrape.headers["Cache-Control"] == "no-store" and len(scrape.headers["X-Request-Id"]) == 26
+    text = await scrape.text()
     for name in ("aigov_requests_total", "aigov_governance_allowed_total", "aigov_governance_blocked_total",
                  "aigov_rate_limit_hits_total", "aigov_request_latency_seconds_bucket",
                  "aigov_async_logger_queue_size", "aigov_active_api_keys", "aigov_decisions_written_total",
