@@ -208,8 +208,8 @@ class WalCheckpointer:
     background checkpoint (repeated until one pass is quick, so that little is left) the writer,
     between two transactions, checkpoints the few frames appended in the meantime
     (:meth:`committed`): that one completes, and the next commit starts the log from the
-    beginning. Failures (a CLI holding the lock, say) are logged and
-    retried after the next commit; they never fail a write.
+    beginning. A checkpoint that a reader holds back (a CLI reading, say) copies what it may and
+    the next one goes on; errors are logged and retried, and never fail a write.
     """
 
     MAX_PASSES = 5
@@ -241,7 +241,7 @@ class WalCheckpointer:
                 self.catch_ups += 1
             except sqlite3.Error as e:
                 self.failures += 1
-                log.warning("WAL checkpoint failed (%s); retrying after the next commit", e)
+                log.warning("WAL catch-up checkpoint failed (%s); the next background one retries", e)
         if not self._dirty.is_set():
             self._dirty.set()
 
