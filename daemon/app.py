@@ -22,7 +22,7 @@ from daemon import __version__
 from daemon.auth import Authenticator
 from daemon.config import Config
 from daemon.decisionlog import DecisionLog, SqliteDecisionStore
-from daemon.handlers import CheckHandler, get_only, json_headers, json_response, new_request_id, not_found
+from daemon.handlers import CheckHandler, answer_headers, get_only, json_response, new_request_id, not_found
 from daemon.metrics import CONTENT_TYPE, Stats, build_registry, render
 from daemon.openapi import openapi_spec
 from daemon.policy.loader import PolicySet, load_policy_file
@@ -230,8 +230,7 @@ def create_app(config: Config, *, limiter: RateLimiter | None = None) -> web.App
         return json_response(status, status=200 if not problems else 503)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        headers = json_headers(new_request_id())  # every answer carries X-Request-Id and no-store
-        headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE
+        headers = answer_headers(new_request_id(), content_type=CONTENT_TYPE)
         return web.Response(body=render(svc.registry), headers=headers)
 
     spec = openapi_spec()

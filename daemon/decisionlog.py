@@ -1,6 +1,6 @@
 """The decision log: a bounded queue, one writer, batched transactions, a hash chain.
 
-Requests put a small tuple on an ``asyncio.Queue`` and never wait on disk. One
+Requests append a small tuple to a bounded deque and never wait on disk. One
 writer task wakes when ``batch_size`` records are waiting or ``flush_interval``
 has passed, takes what is waiting (at most ``max_batch``, so that a backlog
 drains in fewer, larger transactions) and hands it to a dedicated thread,

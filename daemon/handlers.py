@@ -73,10 +73,13 @@ _H_RETRY_AFTER = istr("Retry-After")
 _H_REQUEST_ID = istr("X-Request-Id")
 
 
-def json_headers(request_id: str, headers: dict[str, str] | None = None) -> dict[str, str]:
-    """``headers`` (extended in place) plus what every answer carries: JSON, no-store, X-Request-Id."""
+def answer_headers(
+    request_id: str, headers: dict[str, str] | None = None, content_type: str = JSON_CT
+) -> dict[str, str]:
+    """``headers`` (extended in place) plus what every answer carries: its type (JSON unless
+    said otherwise), no-store, X-Request-Id."""
     h = {} if headers is None else headers
-    h[hdrs.CONTENT_TYPE] = JSON_CT
+    h[hdrs.CONTENT_TYPE] = content_type
     h[hdrs.CACHE_CONTROL] = "no-store"
     h[_H_REQUEST_ID] = request_id
     return h
@@ -87,12 +90,12 @@ def error_response(
 ) -> web.Response:
     """The JSON error shape of the contract: ``{"error": {"code", "message"}}``."""
     body = _encode({"error": {"code": ERROR_CODES[status], "message": message}})
-    return web.Response(status=status, body=body.encode(), headers=json_headers(request_id, headers))
+    return web.Response(status=status, body=body.encode(), headers=answer_headers(request_id, headers))
 
 
 def json_response(data: Any, status: int = 200, request_id: str | None = None) -> web.Response:
     """A JSON response with the headers every answer carries."""
-    h = json_headers(request_id or new_request_id())
+    h = answer_headers(request_id or new_request_id())
     return web.Response(status=status, body=_encode(data).encode(), headers=h)
 
 
@@ -278,7 +281,7 @@ class CheckHandler:
             svc.stats.allowed += 1
         else:
             svc.stats.block(tuple(r.rule for r in decision.reasons if r.action == "block"))
-        return web.Response(body=render_decision(rid, decision), headers=json_headers(rid, rate_headers))
+        return web.Response(body=render_decision(rid, decision), headers=answer_headers(rid, rate_headers))
 
 
 _ALLOW_TAILS: dict[tuple[str, str], str] = {}
