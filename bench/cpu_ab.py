@@ -27,6 +27,7 @@ more from that than the daemon does: quote `make bench` for the goal, this for a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (bench/run.py: key, wrk script, pinning, the baseline)
 
 
-def command(spec: str, home: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+def command(spec: str, home: str, *, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The command line (with ``{port}``) and environment for one server spec; ValueError if malformed."""
     env = dict(env, AIGOV_HOME=home)
     kind, _, rest = spec.partition(":")
@@ -61,22 +62,6 @@ def command(spec: str, home: str, env: dict[str, str]) -> tuple[list[str], dict[
     raise ValueError(f"unknown server {spec!r} (serve, serve:VAR=VALUE, tree:PATH, bare)")
 
 
-def one_round(specs: tuple[str, str], home: str, script: Path, seconds: int) -> dict[str, dict[str, float]]:
-    """Both servers at once, each with its own copy of ``home`` (the pid file is per home; same key)."""
-    copies = []
-    try:
-        servers = {}
-        for spec in specs:
-            copy = tempfile.mkdtemp(prefix="aigov-ab-")
-            copies.append(copy)
-            shutil.copytree(home, copy, dirs_exist_ok=True)
-            servers[spec] = command(spec, copy, dict(os.environ))
-        return run.side_by_side(servers, script, seconds)
-    finally:
-        for copy in copies:
-            shutil.rmtree(copy, ignore_errors=True)
-
-
 def main() -> None:
     """Parse arguments, run the rounds, print per round and the median ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -91,7 +76,7 @@ def main() -> None:
     for spec in (args.a, args.b):
         try:
             with tempfile.TemporaryDirectory() as scratch:
-                command(spec, scratch, {})
+                command(spec, scratch, env={})
         except ValueError as e:
             parser.error(str(e))
     if args.rounds < 1 or args.seconds < 1:
@@ -101,10 +86,13 @@ def main() -> None:
     run.RESULTS.mkdir(parents=True, exist_ok=True)
     home, _, token, _ = run.make_home()
     script = run.lua(token)
+    servers: dict[str, run.Server] = {
+        spec: functools.partial(command, spec, env=dict(os.environ)) for spec in (args.a, args.b)
+    }
     rounds: list[dict[str, Any]] = []
     try:
         for i in range(args.rounds):
-            r = one_round((args.a, args.b), home, script, args.seconds)
+            r = run.side_by_side(home, servers, script, args.seconds)
             ratio = r[args.b]["cpu_us_per_request"] / r[args.a]["cpu_us_per_request"]
             rounds.append({"servers": r, "ratio": ratio})
             if not args.json:

@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -250,18 +251,26 @@ def thread_seconds(pid: int) -> dict[str, float]:
     return out
 
 
-def side_by_side(servers: dict[str, tuple[list[str], dict[str, str]]], script: Path,
-                 seconds: int) -> dict[str, dict[str, float]]:
-    """Run ``servers`` (name -> (command, env); ``{port}`` in the command is the port) at once on
-    core 0, each saturated by its own wrk on core 1.
+Server = Callable[[str], tuple[list[str], dict[str, str]]]
+"""Given a home of its own, a server's command (``{port}`` stands for the port) and environment."""
 
+
+def side_by_side(home: str, servers: dict[str, Server], script: Path, seconds: int) -> dict[str, dict[str, float]]:
+    """Run ``servers`` at once on core 0, each saturated by its own wrk on core 1.
+
+    Each server gets its own copy of ``home`` (the pid file is per home; the key is the same).
     Returns per server: req/s, non-2xx answers, and CPU µs per request (all threads, and the
     main thread alone) from /proc. Both share whatever slows the core, so their ratio is free
     of the drift that alternating runs suffer from.
     """
     procs: dict[str, Proc] = {}
+    copies: list[str] = []
     try:
-        for name, (cmd, env) in servers.items():
+        for name, server in servers.items():
+            copy = tempfile.mkdtemp(prefix="aigov-bench-sbs-")
+            copies.append(copy)
+            shutil.copytree(home, copy, dirs_exist_ok=True)
+            cmd, env = server(copy)
             port = free_port()
             procs[name] = Proc([str(port) if a == "{port}" else a for a in cmd], env, f"http://127.0.0.1:{port}")
         for p in procs.values():
@@ -286,22 +295,20 @@ def side_by_side(servers: dict[str, tuple[list[str], dict[str, str]]], script: P
     finally:
         for p in procs.values():
             p.stop()
+        for copy in copies:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 def bench_side_by_side(home: str, token: str) -> dict[str, Any]:
     """Daemon and baseline at the same time on core 0: CPU per request and its ratio, per round."""
     script = lua(token)
     rounds: list[dict[str, Any]] = []
+    servers: dict[str, Server] = {
+        "daemon": lambda h: ([AIGOV, "serve", "--port", "{port}"], dict(os.environ, AIGOV_HOME=h)),
+        "bare": lambda h: ([sys.executable, str(bare_script(Path(h))), "{port}"], dict(os.environ)),
+    }
     for _ in range(max(3, min(ROUNDS, 5))):
-        copy = tempfile.mkdtemp(prefix="aigov-bench-sbs-")
-        shutil.copytree(home, copy, dirs_exist_ok=True)  # a home of its own: the pid file is per home
-        try:
-            env = dict(os.environ, AIGOV_HOME=copy)
-            r = side_by_side({"daemon": ([AIGOV, "serve", "--port", "{port}"], env),
-                              "bare": ([sys.executable, str(bare_script(Path(copy))), "{port}"], env)},
-                             script, SECONDS)
-        finally:
-            shutil.rmtree(copy, ignore_errors=True)
+        r = side_by_side(home, servers, script, SECONDS)
         rounds.append({**r, "ratio": r["bare"]["cpu_us_per_request"] / r["daemon"]["cpu_us_per_request"]})
     return {
         "rounds": rounds,
