@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -239,7 +240,7 @@ def test_retention_prunes_at_start_and_chain_still_verifies(home: Path) -> None:
         conn.close()
 
 
-def _read_head(s: Any, buf: bytes) -> tuple[bytes, bytes]:
+def _read_head(s: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
     """Read from socket ``s`` until a blank line: (head, what came after it)."""
     while b"\r\n\r\n" not in buf:
         chunk = s.recv(4096)
@@ -251,8 +252,6 @@ def _read_head(s: Any, buf: bytes) -> tuple[bytes, bytes]:
 
 def _raw_exchange(port: int, head: bytes, body: bytes) -> tuple[bytes, bytes, bytes]:
     """Send ``head``, read the interim answer, send ``body``: (interim head, final head, final body)."""
-    import socket
-
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(head)
         interim, rest = _read_head(s, b"")
