@@ -14,7 +14,7 @@ A and B are each one of:
 
     serve              `aigov serve` from this checkout
     serve:VAR=VALUE    the same with environment variables set (serve:AIGOV_LOG_BATCH_SIZE=400)
-    tree:PATH          another checkout's daemon (PYTHONPATH=PATH python -m aigov_cli serve);
+    tree:PATH          another checkout's daemon (PYTHONPATH=PATH python -P -m aigov_cli serve);
                        make one with `git worktree add /tmp/base HEAD~1`
     bare               the bare aiohttp baseline of bench/run.py
 
@@ -56,7 +56,8 @@ def command(spec: str, home: str, *, env: dict[str, str]) -> tuple[list[str], di
         if not (Path(rest) / "aigov_cli").is_dir():
             raise ValueError(f"{spec}: {rest} is not an aigov checkout")
         env["PYTHONPATH"] = rest
-        return [sys.executable, "-m", "aigov_cli", "serve", "--port", "{port}"], env
+        # -P: without it, `python -m` puts the working directory (this checkout) ahead of PYTHONPATH.
+        return [sys.executable, "-P", "-m", "aigov_cli", "serve", "--port", "{port}"], env
     if kind == "bare" and not rest:
         return [sys.executable, str(run.bare_script(Path(home))), "{port}"], env
     raise ValueError(f"unknown server {spec!r} (serve, serve:VAR=VALUE, tree:PATH, bare)")
