@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import threading
@@ -153,6 +154,82 @@ async def test_413_chunked(client: Client, token: str) -> None:
     r = await client.post("/v1/check", data=gen(),
                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     await expect_error(r, 413, "body_too_large")
+
+
+GZIP = "Content-Encoding: gzip\r\n"
+
+
+async def send_whole(client: Client, token: str, body: bytes, extra: str = "") -> tuple[int, dict[str, Any]]:
+    """POST /v1/check with headers and body in one write, so that the body is there when the handler runs."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            f"POST /v1/check HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+            .encode() + body
+        )
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+async def test_body_sent_whole_is_checked(client: Client, token: str) -> None:
+    await refresh(client)
+    status, data = await send_whole(client, token, json.dumps(BODY).encode())
+    assert (status, data["decision"]) == (200, "allow")
+    status, data = await send_whole(client, token, b'{"model": "gpt-4o", "operation": "chat", "input_text": ')
+    assert (status, data["error"]["code"]) == (400, "invalid_json")
+
+
+async def test_413_compressed_body_that_expands_past_the_limit(client: Client, token: str) -> None:
+    # Content-Length is small and the whole body arrives at once; what it decompresses to is not.
+    await refresh(client)
+    inflated = json.dumps({**BODY, "input_text": "x" * (2 * 1024 * 1024)}).encode()
+    raw = gzip.compress(inflated)
+    assert len(raw) < 16 * 1024
+    status, data = await send_whole(client, token, raw, "Content-Encoding: gzip\r\n")
+    assert (status, data["error"]["code"]) == (413, "body_too_large")
+    # The same through the client, whose body may arrive after the headers.
+    await expect_error(await post(client, token, raw, extra={"Content-Encoding": "gzip"}), 413, "body_too_large")
+
+
+async def test_413_compressed_body_whole_in_the_buffer(home: Path, aiohttp_client: MakeClient) -> None:
+    # A small limit, so that the inflated body is all buffered when the handler runs: the fast path's own check.
+    cfg = load_config({"log_flush_interval": 0.05, "max_body_bytes": 2000})
+    client = await aiohttp_client(create_app(cfg))
+    _, token = await make_key(cfg)
+    await refresh(client)
+    raw = gzip.compress(json.dumps({**BODY, "input_text": "z" * 5000}).encode())
+    assert len(raw) < 2000
+    status, data = await send_whole(client, token, raw, "Content-Encoding: gzip\r\n")
+    assert (status, data["error"]["code"]) == (413, "body_too_large")
+    status, data = await send_whole(client, token, gzip.compress(json.dumps(BODY).encode()), GZIP)
+    assert (status, data["decision"]) == (200, "allow")
+
+
+async def test_compressed_body_within_the_limit_is_checked(client: Client, token: str) -> None:
+    await refresh(client)
+    status, data = await send_whole(client, token, gzip.compress(json.dumps(BODY).encode()), GZIP)
+    assert (status, data["decision"]) == (200, "allow")
+
+
+async def test_body_in_several_segments_is_read_whole(client: Client, token: str) -> None:
+    # A body that is still arriving when the handler runs goes through request.read().
+    await refresh(client)
+    body = json.dumps({**BODY, "input_text": "y " * 40_000}).encode()
+
+    async def slow() -> Any:
+        for i in range(0, len(body), 16384):
+            yield body[i:i + 16384]
+            await asyncio.sleep(0.01)
+
+    r = await client.post("/v1/check", data=slow(), headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "Content-Length": str(len(body))})
+    assert r.status == 200
+    assert (await r.json())["decision"] == "allow"
 
 
 async def test_415(client: Client, token: str) -> None:
