@@ -28,7 +28,7 @@ _aigov_options() {
         "keys show") echo "--json --help" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in --json --help" ;;
         "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --help" ;;
-        "logs") echo "--since --until --key --decision --rule --model --limit -f --follow --json --show-input --help" ;;
+        "logs") echo "--since --until --key --decision --rule --model --request-id --limit -f --follow --json --show-input --help" ;;
         "logs export") echo "--format --out --since --until --key --decision --rule --model --show-input --help" ;;
         "logs prune") echo "--older-than --json --help" ;;
         "logs stats") echo "--since --until --key --model --json --help" ;;
@@ -52,7 +52,7 @@ _aigov_value_options() {
         "keys rotate") echo "--grace" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in" ;;
         "loadtest") echo "--mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step" ;;
-        "logs") echo "--since --until --key --decision --rule --model --limit" ;;
+        "logs") echo "--since --until --key --decision --rule --model --request-id --limit" ;;
         "logs export") echo "--format --out --since --until --key --decision --rule --model" ;;
         "logs prune") echo "--older-than" ;;
         "logs stats") echo "--since --until --key --model" ;;

@@ -54,7 +54,7 @@ function __aigov_value_options
         case 'loadtest'
             printf '%s\n' --mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step
         case 'logs'
-            printf '%s\n' --since --until --key --decision --rule --model --limit
+            printf '%s\n' --since --until --key --decision --rule --model --request-id --limit
         case 'logs export'
             printf '%s\n' --format --out --since --until --key --decision --rule --model
         case 'logs prune'
@@ -168,6 +168,7 @@ complete -c aigov -n "__aigov_at 'logs'" -l key -r -d 'Only this key id.'
 complete -c aigov -n "__aigov_at 'logs'" -l decision -r -f -a 'allow block' -d 'Only allow or block decisions.'
 complete -c aigov -n "__aigov_at 'logs'" -l rule -r -d 'Only decisions where this rule fired (glob, e.g. secrets.*).'
 complete -c aigov -n "__aigov_at 'logs'" -l model -r -d 'Only this model (glob, e.g. gpt-4*).'
+complete -c aigov -n "__aigov_at 'logs'" -l request-id -r -d 'Only the decision with this request id (the X-Request-Id of an answer).'
 complete -c aigov -n "__aigov_at 'logs'" -l limit -r -d 'Show the newest N decisions (0: all).'
 complete -c aigov -n "__aigov_at 'logs'" -s f -l follow -d 'Keep printing new decisions as they are written.'
 complete -c aigov -n "__aigov_at 'logs'" -l json -d 'Print JSON (for aigov logs: one decision per line).'

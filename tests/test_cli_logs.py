@@ -72,6 +72,25 @@ def test_filters_through_the_cli(logged: Path) -> None:
     assert 9 <= len(recent) <= 11
 
 
+def test_request_id_finds_one_decision(logged: Path) -> None:
+    rows = jsonl(logged, "--request-id", "req-0000007")
+    assert [r["request_id"] for r in rows] == ["req-0000007"]
+    assert jsonl(logged, "--request-id", "req-9999999") == []
+    assert [r["request_id"] for r in select(logged, request_id="req-0000012", decision="block")] == ["req-0000012"]
+    assert select(logged, request_id="req-0000013", decision="block") == []
+    # Found through the index, not a scan of the table.
+    conn = connect_ro(logged / "aigov.db")
+    assert conn is not None
+    try:
+        where, params = Filter(request_id="req-0000007").where()
+        plan = " ".join(r[3] for r in conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE id <= ? AND {where} ORDER BY id DESC LIMIT 5",
+            (10**9, *params)))
+        assert "decisions_request_id" in plan, plan
+    finally:
+        conn.close()
+
+
 def test_filters(logged: Path) -> None:
     blocked = select(logged, decision="block")
     assert len(blocked) == N // 4

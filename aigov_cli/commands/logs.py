@@ -47,6 +47,8 @@ Rule = Annotated[str | None, typer.Option("--rule", help="Only decisions where t
                                           "'secrets.*').", show_default=False)]
 Model = Annotated[str | None, typer.Option("--model", help="Only this model (glob, e.g. 'gpt-4*').",
                                            show_default=False)]
+RequestId = Annotated[str | None, typer.Option("--request-id", help="Only the decision with this request id "
+                                               "(the X-Request-Id of an answer).", show_default=False)]
 ShowInput = Annotated[bool, typer.Option("--show-input", help="Include the stored input (as log_inputs kept it).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for `aigov logs`: one decision per line).")]
 
@@ -57,11 +59,11 @@ def register(root: typer.Typer) -> None:
 
 
 def _filter(since: str | None, until: str | None, key: str | None = None, decision: DecisionChoice | None = None,
-            rule: str | None = None, model: str | None = None) -> Filter:
+            rule: str | None = None, model: str | None = None, request_id: str | None = None) -> Filter:
     from aigov_cli.logs.query import Filter, parse_time
 
     return Filter(parse_time("--since", since), parse_time("--until", until), key,
-                  decision.value if decision else None, rule, model)
+                  decision.value if decision else None, rule, model, request_id=request_id)
 
 
 def _open() -> tuple[Path, sqlite3.Connection | None]:
@@ -87,6 +89,7 @@ def logs(
     decision: Decision = None,
     rule: Rule = None,
     model: Model = None,
+    request_id: RequestId = None,
     limit: Annotated[int, typer.Option("--limit", help="Show the newest N decisions (0: all).", min=0)] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new decisions as they are written.")]
     = False,
@@ -100,7 +103,7 @@ def logs(
 
     from aigov_cli.logs.query import iter_decisions, latest, max_id, public
 
-    flt = _filter(since, until, key, decision, rule, model)
+    flt = _filter(since, until, key, decision, rule, model, request_id)
     path, conn = _open()
     top = 0
     rows: Any = []

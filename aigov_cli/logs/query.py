@@ -59,6 +59,7 @@ class Filter:
     rule: str | None = None
     model: str | None = None
     checkpoints: bool = False
+    request_id: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         """The SQL condition and its parameters."""
@@ -84,6 +85,9 @@ class Filter:
         if self.model is not None:
             conds.append("model GLOB ?")
             params.append(self.model)
+        if self.request_id is not None:  # the X-Request-Id of an answer; indexed
+            conds.append("request_id = ?")
+            params.append(self.request_id)
         return (" AND ".join(conds) or "1"), params
 
 
