@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_proc import DaemonProc, cli, create_key, free_port, running_daemon
+from tests.daemon_proc import AIGOV, DaemonProc, cli, create_key, env_for, free_port, running_daemon
 
 pytestmark = pytest.mark.e2e
 BODY = {"model": "gpt-4o", "operation": "chat", "input_text": "What is the capital of France?"}
@@ -214,6 +215,22 @@ def test_detach_status_stop(home: Path) -> None:
     st = cli(home, "status", "--json")
     assert st.returncode == 1 and json.loads(st.stdout)["running"] is False
     assert not (home / "aigov.pid").exists()
+
+
+def test_detach_from_a_directory_holding_another_aigov_cli(home: Path, tmp_path: Path) -> None:
+    # `python -m` would import ./aigov_cli (another version, say) instead of this aigov.
+    other = tmp_path / "elsewhere"
+    (other / "aigov_cli").mkdir(parents=True)
+    (other / "aigov_cli" / "__init__.py").write_text("raise SystemExit('the wrong aigov_cli was imported')\n")
+    (other / "aigov_cli" / "__main__.py").write_text("")
+    port = free_port()
+    r = subprocess.run([AIGOV, "serve", "--detach", "--port", str(port)], cwd=other, env=env_for(home),
+                       capture_output=True, text=True, timeout=40)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert "wrong aigov_cli" not in (home / "aigov.log").read_text()
+    finally:
+        assert cli(home, "stop").returncode == 0
 
 
 def test_retention_prunes_at_start_and_chain_still_verifies(home: Path) -> None:

@@ -105,7 +105,7 @@ def _detach(cfg: Any, host: str | None, port: int | None) -> None:
     from daemon.server import daemon_running
 
     cfg.paths.ensure()
-    args = [sys.executable, "-m", "aigov_cli", "serve"]
+    args = [sys.executable, *_same_package_flags(), "-m", "aigov_cli", "serve"]
     if host is not None:
         args += ["--host", host]
     if port is not None:
@@ -125,6 +125,25 @@ def _detach(cfg: Any, host: str | None, port: int | None) -> None:
             return
         time.sleep(0.1)
     raise ConfigError(f"the daemon did not become ready within 30 s; see {cfg.paths.log_file}")
+
+
+def _same_package_flags() -> list[str]:
+    """Interpreter flags that make ``python -m aigov_cli`` import the aigov this process runs.
+
+    ``-m`` puts the working directory first on the path, so started from a directory holding
+    another ``aigov_cli`` (a checkout of another version, say) the daemon would run that code.
+    ``-P`` leaves it out, unless this process itself was imported from there.
+    """
+    from pathlib import Path
+
+    import aigov_cli
+
+    here = Path(aigov_cli.__file__).resolve().parent.parent
+    try:
+        from_cwd = here == Path.cwd().resolve()
+    except OSError:  # the working directory was removed
+        from_cwd = False
+    return [] if from_cwd else ["-P"]
 
 
 def _get_json(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
