@@ -146,7 +146,13 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
+def _short_time(iso: str) -> str:
+    """``2026-11-27T12:35:40.511Z`` as ``11-27 12:35:40``."""
+    return f"{iso[5:10]} {iso[11:19]}" if len(iso) >= 19 else iso
+
+
 def _table(rows: list[dict[str, Any]], show_input: bool) -> None:
+    from rich import box
     from rich.table import Table
 
     from aigov_cli.output import console
@@ -155,16 +161,36 @@ def _table(rows: list[dict[str, Any]], show_input: bool) -> None:
     if not rows:
         c.print("No decisions match.")
         return
-    t = Table()
-    for col in ("time", "decision", "key", "model", "operation", "rules", "latency", "request_id"):
-        t.add_column(col, no_wrap=col in ("time", "request_id", "key"))
+    # Every column stays readable: the time without year and milliseconds (--json has them), the
+    # request id whole (it is what one looks up), one rule per line. Under 100 columns the key, the
+    # operation and the latency (and with --show-input the model) are left out rather than squeezed
+    # to nothing; --json has every field.
+    narrow = c.width < 100
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.add_column("time (UTC)", no_wrap=True)
+    t.add_column("decision", no_wrap=True)
+    if not narrow:
+        t.add_column("key", no_wrap=True)
+    model = not (narrow and show_input)  # under 100 columns the stored input needs its room
+    if model:
+        t.add_column("model", min_width=6, overflow="fold")
+    if not narrow:
+        t.add_column("operation", min_width=6, overflow="fold")
+    t.add_column("rules", min_width=10, overflow="fold")
+    if not narrow:
+        t.add_column("latency", no_wrap=True, justify="right")
+    t.add_column("request_id", no_wrap=True)
     if show_input:
-        t.add_column("input")
+        t.add_column("input", min_width=8, overflow="fold")
     for d in rows:
         style = "red" if d["decision"] == "block" else None
-        cells = [d["time"], d["decision"], d.get("key_id") or "-", d.get("model") or "-", d.get("operation") or "-",
-                 ", ".join(d["rules"]) or "-",
-                 f"{d['latency_ms']:.2f} ms" if d.get("latency_ms") is not None else "-", d["request_id"]]
+        cells = [_short_time(d["time"]), d["decision"], d.get("model") or "-", "\n".join(d["rules"]) or "-",
+                 d["request_id"]]
+        if not narrow:
+            latency = f"{d['latency_ms']:.2f}ms" if d.get("latency_ms") is not None else "-"
+            cells[2:5] = [d.get("key_id") or "-", cells[2], d.get("operation") or "-", cells[3], latency, cells[4]]
+        elif not model:
+            del cells[2]
         if show_input:
             cells.append(d.get("input") or "")
         t.add_row(*cells, style=style)
