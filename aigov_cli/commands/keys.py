@@ -51,6 +51,11 @@ def key_json(rec: KeyRecord, now: float | None = None) -> dict[str, Any]:
     return d
 
 
+def _day(iso_time: str | None) -> str | None:
+    """``2026-11-27T12:35:38Z`` as ``2026-11-27``."""
+    return iso_time[:10] if iso_time else None
+
+
 def _run(fn: Any) -> Any:
     import asyncio
 
@@ -117,13 +122,29 @@ def list_keys(
     if as_json:
         print_json(rows)
         return
+    from rich import box
     from rich.table import Table
 
-    t = Table("key_id", "name", "status", "rate limit", "policy", "created", "expires", "last used")
-    for r in rows:
-        t.add_row(r["key_id"], r["name"], r["status"], r["rate_limit"], r["policy"], r["created_at"],
-                  r["expires_at"] or "never", r["last_used_at"] or "-")
     c = console()
+    # The key id is what revoke/rotate/show take: always whole. Dates are days here (`keys show` and
+    # --json have the time); names and policies fold. Under 100 columns `created` is left out.
+    wide = c.width >= 100
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    t.add_column("key_id", no_wrap=True)
+    t.add_column("name", min_width=6, overflow="fold")
+    t.add_column("status", no_wrap=True)
+    t.add_column("rate limit", no_wrap=True)
+    t.add_column("policy", min_width=6, overflow="fold")
+    if wide:
+        t.add_column("created (UTC)", no_wrap=True)
+    t.add_column("expires", no_wrap=True)
+    t.add_column("last used", no_wrap=True)
+    for r in rows:
+        cells = [r["key_id"], r["name"], r["status"], r["rate_limit"], r["policy"], _day(r["created_at"]),
+                 _day(r["expires_at"]) or "never", _day(r["last_used_at"]) or "-"]
+        if not wide:
+            del cells[5]
+        t.add_row(*cells)
     if rows:
         c.print(t)
     else:
