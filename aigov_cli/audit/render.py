@@ -43,9 +43,10 @@ def render_text(report: AuditReport, console: Console) -> None:
         t = Table(title=f"{sev.value.upper()} ({len(group)})", title_justify="left", title_style=_STYLE[sev.value],
                   show_lines=True, expand=True)
         t.add_column("id", no_wrap=True)
-        t.add_column("finding", ratio=2)
-        t.add_column("evidence", ratio=3)
-        t.add_column("remediation", ratio=3)
+        # Paths and commands in the text fold rather than end in an ellipsis: they are meant to be copied.
+        t.add_column("finding", ratio=2, overflow="fold")
+        t.add_column("evidence", ratio=3, overflow="fold")
+        t.add_column("remediation", ratio=3, overflow="fold")
         for f in group:
             t.add_row(f.id, f.title, f.evidence, f.remediation)
         console.print(t)
