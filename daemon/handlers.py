@@ -244,18 +244,19 @@ class CheckHandler:
         if request.headers.get("Content-Type") != JSON_CT and request.content_type != JSON_CT:
             return error_response(415, "send the body as application/json", rid)
         content = request.content
+        raw: bytes | None
         if cl is not None and content.is_eof():
             # The whole body came with the headers (the common case for a check): take it as it
-            # is, without read()'s loop of awaits. Content-Length bounded what was sent; this
-            # bounds what a compressed body became.
+            # is, without read()'s loop of awaits. Content-Length bounded what was sent; the size
+            # check below bounds what a compressed body became (read() does that by itself).
             raw = content.read_nowait()
-            if len(raw) > self.max_body:
-                return error_response(413, f"the body is over {self.max_body} bytes", rid)
         else:
             try:
                 raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
-                return error_response(413, f"the body is over {self.max_body} bytes", rid)
+                raw = None
+        if raw is None or len(raw) > self.max_body:
+            return error_response(413, f"the body is over {self.max_body} bytes", rid)
         try:
             data = parse_json(raw)
         except UnicodeDecodeError:
