@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,6 +38,25 @@ def err_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+Column = tuple[str, Callable[[Any], str], dict[str, Any]]
+"""A table column: its header, its cell for a row, and rich's options for it (no_wrap, overflow...)."""
+
+
+def print_table(c: Console, columns: Sequence[Column], rows: Iterable[Any],
+                style: Callable[[Any], str | None] | None = None) -> None:
+    """A listing without an outer box (a rule under the header), so that narrow terminals keep
+    their width for the cells; ``columns`` says what is shown and ``style`` colours a row."""
+    from rich import box
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header, _, options in columns:
+        t.add_column(header, **options)
+    for row in rows:
+        t.add_row(*(cell(row) for _, cell, _ in columns), style=style(row) if style else None)
+    c.print(t)
 
 
 def config(**overrides: Any) -> Config:

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aigov_cli.output import Column, console, iso, print_json, print_table
 from aigov_cli.output import config as load_cfg
-from aigov_cli.output import console, iso, print_json
 
 if TYPE_CHECKING:
     from daemon.storage.keys import KeyRecord, KeyStore
@@ -122,33 +122,22 @@ def list_keys(
     if as_json:
         print_json(rows)
         return
-    from rich import box
-    from rich.table import Table
-
     c = console()
+    if not rows:
+        c.print("No keys." + ("" if all_keys else " (--all shows revoked and expired ones)"))
+        return
     # The key id is what revoke/rotate/show take: always whole. Dates are days here (`keys show` and
     # --json have the time); names and policies fold. Under 100 columns `created` is left out.
-    wide = c.width >= 100
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    t.add_column("key_id", no_wrap=True)
-    t.add_column("name", min_width=6, overflow="fold")
-    t.add_column("status", no_wrap=True)
-    t.add_column("rate limit", no_wrap=True)
-    t.add_column("policy", min_width=6, overflow="fold")
-    if wide:
-        t.add_column("created (UTC)", no_wrap=True)
-    t.add_column("expires", no_wrap=True)
-    t.add_column("last used", no_wrap=True)
-    for r in rows:
-        cells = [r["key_id"], r["name"], r["status"], r["rate_limit"], r["policy"], _day(r["created_at"]),
-                 _day(r["expires_at"]) or "never", _day(r["last_used_at"]) or "-"]
-        if not wide:
-            del cells[5]
-        t.add_row(*cells)
-    if rows:
-        c.print(t)
-    else:
-        c.print("No keys." + ("" if all_keys else " (--all shows revoked and expired ones)"))
+    whole = {"no_wrap": True}
+    fold = {"min_width": 6, "overflow": "fold"}
+    cols: list[Column] = [("key_id", lambda r: r["key_id"], whole), ("name", lambda r: r["name"], fold),
+                          ("status", lambda r: r["status"], whole), ("rate limit", lambda r: r["rate_limit"], whole),
+                          ("policy", lambda r: r["policy"], fold)]
+    if c.width >= 100:
+        cols.append(("created (UTC)", lambda r: _day(r["created_at"]) or "-", whole))
+    cols += [("expires", lambda r: _day(r["expires_at"]) or "never", whole),
+             ("last used", lambda r: _day(r["last_used_at"]) or "-", whole)]
+    print_table(c, cols, rows)
 
 
 def _get(key_id: str) -> Any:

@@ -151,11 +151,12 @@ def _short_time(iso: str) -> str:
     return f"{iso[5:10]} {iso[11:19]}" if len(iso) >= 19 else iso
 
 
-def _table(rows: list[dict[str, Any]], show_input: bool) -> None:
-    from rich import box
-    from rich.table import Table
+def _latency(d: dict[str, Any]) -> str:
+    return f"{d['latency_ms']:.2f}ms" if d.get("latency_ms") is not None else "-"
 
-    from aigov_cli.output import console
+
+def _table(rows: list[dict[str, Any]], show_input: bool) -> None:
+    from aigov_cli.output import Column, console, print_table
 
     c = console()
     if not rows:
@@ -166,35 +167,22 @@ def _table(rows: list[dict[str, Any]], show_input: bool) -> None:
     # operation and the latency (and with --show-input the model) are left out rather than squeezed
     # to nothing; --json has every field.
     narrow = c.width < 100
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    t.add_column("time (UTC)", no_wrap=True)
-    t.add_column("decision", no_wrap=True)
+    whole = {"no_wrap": True}
+    cols: list[Column] = [("time (UTC)", lambda d: _short_time(d["time"]), whole),
+                          ("decision", lambda d: d["decision"], whole)]
     if not narrow:
-        t.add_column("key", no_wrap=True)
-    model = not (narrow and show_input)  # under 100 columns the stored input needs its room
-    if model:
-        t.add_column("model", min_width=6, overflow="fold")
+        cols.append(("key", lambda d: d.get("key_id") or "-", whole))
+    if not (narrow and show_input):  # under 100 columns the stored input needs the model's room
+        cols.append(("model", lambda d: d.get("model") or "-", {"min_width": 6, "overflow": "fold"}))
     if not narrow:
-        t.add_column("operation", min_width=6, overflow="fold")
-    t.add_column("rules", min_width=10, overflow="fold")
+        cols.append(("operation", lambda d: d.get("operation") or "-", {"min_width": 6, "overflow": "fold"}))
+    cols.append(("rules", lambda d: "\n".join(d["rules"]) or "-", {"min_width": 10, "overflow": "fold"}))
     if not narrow:
-        t.add_column("latency", no_wrap=True, justify="right")
-    t.add_column("request_id", no_wrap=True)
+        cols.append(("latency", _latency, {"no_wrap": True, "justify": "right"}))
+    cols.append(("request_id", lambda d: d["request_id"], whole))
     if show_input:
-        t.add_column("input", min_width=8, overflow="fold")
-    for d in rows:
-        style = "red" if d["decision"] == "block" else None
-        cells = [_short_time(d["time"]), d["decision"], d.get("model") or "-", "\n".join(d["rules"]) or "-",
-                 d["request_id"]]
-        if not narrow:
-            latency = f"{d['latency_ms']:.2f}ms" if d.get("latency_ms") is not None else "-"
-            cells[2:5] = [d.get("key_id") or "-", cells[2], d.get("operation") or "-", cells[3], latency, cells[4]]
-        elif not model:
-            del cells[2]
-        if show_input:
-            cells.append(d.get("input") or "")
-        t.add_row(*cells, style=style)
-    c.print(t)
+        cols.append(("input", lambda d: d.get("input") or "", {"min_width": 8, "overflow": "fold"}))
+    print_table(c, cols, rows, style=lambda d: "red" if d["decision"] == "block" else None)
     c.print(f"{len(rows)} decision(s)")
 
 
