@@ -87,13 +87,18 @@ def wait_http(url: str, timeout: float = 20) -> None:
 
 
 class Proc:
-    """A server subprocess pinned to core 0."""
+    """A server subprocess pinned to core 0; ``scratch`` is a directory of its own, removed on stop."""
 
-    def __init__(self, args: list[str], env: dict[str, str], url: str) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], url: str, scratch: Path | None = None) -> None:
         self.url = url
+        self.scratch = scratch
         self.log = tempfile.NamedTemporaryFile(prefix="aigov-bench-", suffix=".log", delete=False)
         self.p = subprocess.Popen(pin(0) + args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_http(url + "/healthz")
+        try:
+            wait_http(url + "/healthz")
+        except RuntimeError as e:
+            self.p.kill()
+            raise RuntimeError(f"{e}; its output is in {self.log.name}") from None
 
     def rss(self) -> int:
         """Resident memory in bytes."""
@@ -103,12 +108,21 @@ class Proc:
         return 0
 
     def stop(self) -> None:
-        """SIGTERM and wait."""
+        """SIGTERM and wait; remove the server's log (kept, and named, if it did not exit cleanly) and scratch."""
         self.p.send_signal(signal.SIGTERM)
         try:
             self.p.wait(60)
         except subprocess.TimeoutExpired:
             self.p.kill()
+            self.p.wait()
+        self.log.close()
+        if self.p.returncode in (0, -signal.SIGTERM):
+            os.unlink(self.log.name)
+        else:
+            print(f"bench: a server exited with {self.p.returncode}; its output is in {self.log.name}",
+                  file=sys.stderr)
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def make_home() -> tuple[str, dict[str, str], str, str]:
@@ -140,8 +154,9 @@ def bare_script(directory: Path) -> Path:
 def start_bare() -> Proc:
     """The baseline: bare aiohttp parsing the same JSON."""
     port = free_port()
-    script = bare_script(Path(tempfile.mkdtemp()))
-    return Proc([sys.executable, str(script), str(port)], dict(os.environ), f"http://127.0.0.1:{port}")
+    scratch = Path(tempfile.mkdtemp(prefix="aigov-bench-bare-"))
+    return Proc([sys.executable, str(bare_script(scratch)), str(port)], dict(os.environ),
+                f"http://127.0.0.1:{port}", scratch)
 
 
 def lua(token: str) -> Path:
@@ -161,14 +176,22 @@ _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 def wrk(url: str, script: Path, seconds: int, conns: int = 32) -> dict[str, float]:
-    """Run wrk on core 1; requests/s, latency percentiles (ms) and non-2xx count."""
+    """Run wrk on core 1; see :func:`parse_wrk`."""
     out = subprocess.run(
         pin(1) + ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script), url + "/v1/check"],
         capture_output=True, text=True, check=True,
     ).stdout
-    res: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
-    for pct in ("50", "90", "99"):
-        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """Requests/s, latency percentiles in ms (p50/p75/p90/p99, from --latency) and counts of wrk's report."""
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m is None:
+        raise RuntimeError(f"wrk printed no Requests/sec line:\n{out}")
+    res: dict[str, float] = {"rps": float(m.group(1))}
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)$", out, re.M)
         if m:
             res[f"p{pct}_ms"] = float(m.group(1)) * _UNIT[m.group(2)]
     m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -230,9 +253,8 @@ def bench_throughput(env: dict[str, str], token: str) -> dict[str, Any]:
         "ratio_median": med(daemon_runs, "rps") / med(bare_runs, "rps"),
         # Each round's daemon run against the baseline run right after it: drift cancels out.
         "ratio_per_round": [round(d["rps"] / b["rps"], 3) for d, b in zip(daemon_runs, bare_runs, strict=True)],
-        "daemon_p50_ms": med(daemon_runs, "p50_ms"),
-        "daemon_p99_ms": med(daemon_runs, "p99_ms"),
-        "bare_p99_ms": med(bare_runs, "p99_ms"),
+        **{f"{name}_{p}_ms": med(runs, f"{p}_ms")
+           for name, runs in (("daemon", daemon_runs), ("bare", bare_runs)) for p in ("p50", "p75", "p90", "p99")},
         "daemon_non2xx": sum(r["non2xx"] for r in daemon_runs),
         "queue_depth_max": max(queue, default=0.0),
     }
@@ -432,7 +454,8 @@ def bench_drain() -> dict[str, Any]:
     from daemon.policy.model import Reason
 
     n = 20_000 if QUICK else 200_000
-    path = Path(tempfile.mkdtemp()) / "drain.db"
+    scratch = Path(tempfile.mkdtemp(prefix="aigov-bench-drain-"))
+    path = scratch / "drain.db"
     reasons = (Reason("pii.email", "email", "monitor", "email address", 10, 25),)
 
     async def run() -> float:
@@ -446,7 +469,10 @@ def bench_drain() -> dict[str, Any]:
         await log.close()
         return time.perf_counter() - t0
 
-    elapsed = asyncio.run(run())
+    try:
+        elapsed = asyncio.run(run())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # 200k records: ~110 MB
     return {"records": n, "seconds": elapsed, "records_per_second": n / elapsed}
 
 
@@ -504,6 +530,10 @@ def summary(res: dict[str, Any]) -> str:
                  f"bare {t['bare_rps']}; ratio per round {t['ratio_per_round']}; "
                  f"non-2xx during daemon runs: {t['daemon_non2xx']:.0f}. Side by side, ratio per round "
                  f"{[round(r['ratio'], 3) for r in sbs['rounds']]}.")
+    shape = lambda who: "/".join(f"{t[f'{who}_{p}_ms']:.2f}" for p in ("p50", "p75", "p90", "p99"))  # noqa: E731
+    lines.append("")
+    lines.append(f"Saturated latency p50/p75/p90/p99 (ms, medians over the rounds): daemon {shape('daemon')}, "
+                 f"bare {shape('bare')} (README, Performance: what a gap between p50 and p75 means).")
     det = res.get("detectors", {})
     if isinstance(det, dict) and "error" not in det:
         lines += ["", "Detectors: see bench/results/bench.json (`detectors`) for precision/recall and timing."]
