@@ -12,9 +12,10 @@ import pytest
 import re2
 
 from daemon.policy.detectors import DETECTOR_NAMES, GROUPS, DetectorOptionError, Finding, Scanner, _Prefilter
+from daemon.policy.detectors import phone as phone_module
 from daemon.policy.detectors._fold import CHANGED_CLASS, FOLD_TABLE, IGNORABLE
 from daemon.policy.detectors.invisible_text import _INVISIBLE, GATE_CLASS
-from daemon.policy.detectors.phone import PhoneDetector
+from daemon.policy.detectors.phone import MAX_MATCHER_CALLS, PhoneDetector
 from daemon.policy.detectors.prompt_injection import _ANCHOR_BYTES, ANCHORS, GATE_MAX_CHARS
 from daemon.tokens import make_token
 
@@ -221,6 +222,28 @@ def test_phone_regions_option() -> None:
     assert fired("call (415) 555-0132", gb_only) == set()
     assert fired("call 020 7946 0958", gb_only) == {"phone"}
     assert fired("call +1 415 555 0132", gb_only) == {"phone"}
+
+
+def test_phone_validation_is_cached_across_scans() -> None:
+    phone_only = Scanner({"phone": {}})
+    text = "call +1 415 555 0177 today"
+    phone_only.scan(text)
+    before = phone_module._first_number.cache_info()
+    assert spans(text, "phone", phone_only) == ["+1 415 555 0177"]
+    after = phone_module._first_number.cache_info()
+    assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+
+
+def test_phone_budget_does_not_depend_on_what_earlier_scans_cached() -> None:
+    # Past the per-scan budget, numbers go unreported even when an earlier scan has their answer.
+    numbers = [f"+1 415 {300 + i // 100} {i % 100:04d}" for i in range(MAX_MATCHER_CALLS + 10)]
+    text = "call " + " or ".join(numbers)
+    phone_only = Scanner({"phone": {}})
+    phone_module._first_number.cache_clear()
+    cold = spans(text, "phone", phone_only)
+    assert cold == numbers[:MAX_MATCHER_CALLS]
+    assert spans("call " + " or ".join(numbers[MAX_MATCHER_CALLS:]), "phone", phone_only) == numbers[MAX_MATCHER_CALLS:]
+    assert spans(text, "phone", phone_only) == cold
 
 
 @pytest.mark.parametrize(

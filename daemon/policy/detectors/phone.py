@@ -14,6 +14,10 @@ first group when that group is followed by a space and the rest is grouped with 
 separators (a zip code or house number in front of ``440-600-5124``). At most
 ``MAX_MATCHER_CALLS`` (64) distinct spans are sent to the matcher per scan, so a megabyte of
 phone-shaped digits costs milliseconds, not seconds; numbers beyond that budget go unreported.
+The matcher's answers are kept in a process-wide cache of :data:`CACHE_SIZE` spans: the same
+numbers come back request after request (a support line in a prompt template, a retried
+prompt), and a cached answer costs a dictionary lookup instead of 40-60 µs. A cached span still
+counts against the budget, so what a scan reports never depends on what earlier scans saw.
 
 Options:
 - ``allow``: literal numbers never reported.
@@ -24,6 +28,7 @@ Options:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 
@@ -43,6 +48,7 @@ _CANDIDATE = re.compile(
     + r"|\d(?<![\w+\-./:@]\d)(?<!\d[.,]\d)(?:\d{0,11}(?:[ .\-]\d{1,10}){0,6}(?![\w@]|[.\-/:]\d))"
 )
 MAX_MATCHER_CALLS = 64
+CACHE_SIZE = 4096  # spans of at most a few dozen characters: well under 1 MB
 # Regions where a national number is always written with its trunk 0 (CN, IN and BR mobiles are not).
 _TRUNK_ZERO_WRITTEN = frozenset(
     {"GB", "IL", "JP", "AU", "FR", "DE", "NL", "AT", "CH", "BE", "NZ", "IE", "ZA"}
@@ -150,24 +156,25 @@ def _bare_plausible(digits: str) -> bool:
 
 
 class _Budget:
-    """Per-scan memo and cap on PhoneNumberMatcher calls (about 0.1 ms each)."""
+    """Per-scan cap on the distinct (span, region) pairs asked of the matcher."""
 
-    __slots__ = ("calls", "memo")
+    __slots__ = ("asked",)
 
     def __init__(self) -> None:
-        self.calls = 0
-        self.memo: dict[tuple[str, str], tuple[int, int] | None] = {}
+        self.asked: set[tuple[str, str]] = set()
 
     def match(self, span: str, region: str) -> tuple[int, int] | None:
         key = (span, region)
-        if key in self.memo:
-            return self.memo[key]
-        if self.calls >= MAX_MATCHER_CALLS:
-            return None
-        self.calls += 1
-        result = None
-        for match in PhoneNumberMatcher(span, region, leniency=Leniency.VALID):
-            result = (match.start, match.end)
-            break
-        self.memo[key] = result
-        return result
+        if key not in self.asked:
+            if len(self.asked) >= MAX_MATCHER_CALLS:
+                return None
+            self.asked.add(key)
+        return _first_number(span, region)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _first_number(span: str, region: str) -> tuple[int, int] | None:
+    """Where in ``span`` the first valid number for ``region`` lies (40-60 µs uncached)."""
+    for match in PhoneNumberMatcher(span, region, leniency=Leniency.VALID):
+        return match.start, match.end
+    return None
