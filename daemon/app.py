@@ -18,8 +18,8 @@ from typing import Any
 import aiosqlite
 from aiohttp import hdrs, web
 
-from daemon import __version__
-from daemon.auth import Authenticator
+from daemon import __version__, tokens
+from daemon.auth import Authenticator, FailureReason, KeyEntry
 from daemon.config import Config
 from daemon.decisionlog import DecisionLog, SqliteDecisionStore
 from daemon.handlers import CheckHandler, answer_headers, get_only, json_response, new_request_id, not_found
@@ -33,6 +33,7 @@ from daemon.storage.keys import SqliteKeyStore
 log = logging.getLogger("aigov")
 
 LAST_USED_FLUSH_SECONDS = 10.0
+KEY_LOOK_MIN_GAP = 0.05  # looks at the key table that requests ask for: at most 20 a second
 RETENTION_INTERVAL_SECONDS = 3600.0
 
 
@@ -53,6 +54,9 @@ class Service:
         self.db: aiosqlite.Connection | None = None
         self.keystore: SqliteKeyStore | None = None
         self.key_seq = 0
+        self._key_look: asyncio.Future[None] | None = None
+        self._key_look_started = float("-inf")
+        self.key_looks = 0
         self.dlog: DecisionLog = DecisionLog(
             SqliteDecisionStore(config.db_file, config.log_inputs),
             batch_size=config.log_batch_size,
@@ -80,8 +84,60 @@ class Service:
             self.policies = new
             return new
 
+    async def keys_current_as_of(self, since: float) -> None:
+        """Return once a look at the key table that began at loop time ``since`` or later is done.
+
+        Every look goes through here, one at a time (two at once could apply an older read of a
+        key after a newer one), and at most one every :data:`KEY_LOOK_MIN_GAP` seconds however
+        many requests wait: tokens with made-up key ids cannot turn into a query each. A failed
+        look raises to everyone waiting for it.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            look, started = self._key_look, self._key_look_started
+            if look is not None and not look.done():
+                await asyncio.shield(look)
+                if started >= since:
+                    return
+                continue
+            if look is not None and started >= since:
+                look.result()
+                return
+            wait = started + KEY_LOOK_MIN_GAP - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._key_look_started = loop.time()
+            self.key_looks += 1
+            self._key_look = asyncio.ensure_future(self.refresh_keys())
+            self._key_look.add_done_callback(_retrieved)
+
+    async def verify_after_key_look(
+        self, token: str, reason: FailureReason
+    ) -> tuple[KeyEntry | None, FailureReason | None]:
+        """Verify a token again after a fresh look at the key table, if the look changed its key.
+
+        For a token that failed as ``unknown`` or ``wrong_secret``: the key may have been created
+        or rotated a moment ago (a deployment script that creates or rotates a key and uses it at
+        once), and then the token works at once instead of after the next periodic refresh. When
+        the look brings nothing new for the key id, the first answer stands (no second bcrypt).
+        """
+        parsed = tokens.parse_token(token)
+        if parsed is None:
+            return None, reason
+        before = self.auth.keys.get(parsed.key_id)
+        try:
+            await self.keys_current_as_of(asyncio.get_running_loop().time())
+        except Exception as e:  # the database may be busy or briefly unreadable: the answer stands
+            log.warning("could not refresh keys: %s", e)
+            return None, reason
+        after = self.auth.keys.get(parsed.key_id)
+        if after is None or (before is not None and after.record is before.record):
+            return None, reason
+        return await self.auth.verify(token)
+
     async def refresh_keys(self) -> None:
-        """Pick up keys created, changed or revoked since the last look."""
+        """Pick up keys created, changed or revoked since the last look (through keys_current_as_of)."""
         assert self.keystore is not None
         changed = await self.keystore.changed_since(self.key_seq)
         if changed:
@@ -137,12 +193,19 @@ def route_hot_path(app: web.Application, server: web.Server) -> None:
     server.request_handler = dispatch
 
 
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark a look's failure as seen: its waiters, if any, get it; without waiters it is not news."""
+    if not future.cancelled():
+        future.exception()
+
+
 async def _key_refresher(svc: Service) -> None:
     last_flush = time.monotonic()
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(svc.config.key_refresh_interval)
         try:
-            await svc.refresh_keys()
+            await svc.keys_current_as_of(loop.time())
             if time.monotonic() - last_flush >= LAST_USED_FLUSH_SECONDS:
                 last_flush = time.monotonic()
                 await svc.flush_last_used()
@@ -177,7 +240,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICE]
     svc.db = await dbmod.connect(svc.config.db_file)
     svc.keystore = SqliteKeyStore(svc.db)
-    await svc.refresh_keys()
+    await svc.keys_current_as_of(asyncio.get_running_loop().time())
     tasks = [asyncio.create_task(_key_refresher(svc), name="aigov-key-refresher")]
     if svc.config.log_retention_days > 0:
         tasks.append(asyncio.create_task(_retention(svc), name="aigov-retention"))

@@ -228,6 +228,8 @@ class CheckHandler:
         entry = svc.auth.warm(token)
         if entry is None:
             entry, reason = await svc.auth.verify(token)
+            if reason == "unknown" or reason == "wrong_secret":
+                entry, reason = await svc.verify_after_key_look(token, reason)
             if entry is None:
                 svc.stats.auth_failure(reason or "unknown")
                 return error_response(401, "missing or invalid API key", rid)

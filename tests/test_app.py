@@ -114,6 +114,83 @@ async def test_wrong_secret_unknown_revoked_expired(cfg: Config, client: Client,
     assert fails.get("expired") == 1
 
 
+async def test_a_key_created_while_running_works_at_once(home: Path, aiohttp_client: MakeClient) -> None:
+    # The periodic refresh is a minute away: only the look an unknown key id asks for can find it.
+    cfg = load_config({"key_refresh_interval": 60.0})
+    client = await aiohttp_client(create_app(cfg))
+    svc = client.app[SERVICE]
+    looks = svc.key_looks
+    _, token = await make_key(cfg)
+    r = await post(client, token, BODY)
+    assert r.status == 200, await r.text()
+    assert svc.key_looks == looks + 1
+    assert (await post(client, token, BODY)).status == 200
+    assert svc.key_looks == looks + 1  # known now: no further look
+
+
+async def test_made_up_key_ids_share_a_few_looks_at_the_key_table(home: Path, aiohttp_client: MakeClient) -> None:
+    from daemon import tokens
+
+    cfg = load_config({"key_refresh_interval": 60.0})
+    client = await aiohttp_client(create_app(cfg))
+    svc = client.app[SERVICE]
+    looks = svc.key_looks
+    made_up = [tokens.make_token(tokens.new_key_id(), tokens.new_secret()) for _ in range(50)]
+    answers = await asyncio.gather(*(post(client, t, BODY) for t in made_up))
+    assert [a.status for a in answers] == [401] * 50
+    # One look that began before some of them arrived, one after: never one per request.
+    assert 1 <= svc.key_looks - looks <= 3
+    assert svc.stats.auth_failures.get("unknown") == 50
+
+
+async def test_a_key_rotated_while_running_takes_its_new_token_at_once(
+    home: Path, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.auth import Authenticator
+    from daemon.keyadmin import rotate
+
+    cfg = load_config({"key_refresh_interval": 60.0})
+    client = await aiohttp_client(create_app(cfg))
+    key_id, old = await make_key(cfg)
+    assert (await post(client, old, BODY)).status == 200
+    _, new = await with_store(cfg, lambda s: rotate(s, cfg, key_id, None))
+    r = await post(client, new, BODY)
+    assert r.status == 200, await r.text()
+    await expect_error(await post(client, old, BODY), 401, "unauthorized")  # no grace asked for
+    # A wrong secret for a key the look finds unchanged is judged once: one bcrypt, not two.
+    checks = 0
+    real_check = Authenticator._check
+
+    def counting(rec: Any, token: str, now: float) -> str | None:
+        nonlocal checks
+        checks += 1
+        return real_check(rec, token, now)
+
+    monkeypatch.setattr(Authenticator, "_check", staticmethod(counting))
+    from daemon import tokens
+
+    await expect_error(await post(client, tokens.make_token(key_id, "C" * 22), BODY), 401, "unauthorized")
+    assert checks == 1
+
+
+async def test_a_failed_key_look_answers_401_and_the_next_one_recovers(
+    home: Path, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config({"key_refresh_interval": 60.0})
+    client = await aiohttp_client(create_app(cfg))
+    svc = client.app[SERVICE]
+    _, token = await make_key(cfg)
+    real = svc.refresh_keys
+
+    async def broken() -> None:
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(svc, "refresh_keys", broken)
+    await expect_error(await post(client, token, BODY), 401, "unauthorized")
+    monkeypatch.setattr(svc, "refresh_keys", real)
+    assert (await post(client, token, BODY)).status == 200
+
+
 async def test_wrong_secrets_are_throttled(cfg: Config, client: Client) -> None:
     from daemon import tokens
 

@@ -81,6 +81,17 @@ def test_allow_block_revoke_rotate(home: Path) -> None:
         assert statuses.count(429) >= 2
 
 
+def test_a_key_created_or_rotated_while_running_works_on_its_first_request(home: Path) -> None:
+    # The periodic key refresh is 30 s away: the first request itself must find the change.
+    with running_daemon(home, AIGOV_KEY_REFRESH_INTERVAL="30") as d:
+        key = create_key(home, "fresh")
+        assert d.check(key["token"], BODY).status == 200
+        r = cli(home, "keys", "rotate", key["key_id"], "--json")
+        assert r.returncode == 0, r.stderr
+        assert d.check(json.loads(r.stdout)["token"], BODY).status == 200
+        assert d.check(key["token"], BODY).status == 401
+
+
 def test_sigterm_under_load_logs_every_answer(home: Path) -> None:
     key = create_key(home, "load", "--rate-limit", "1000000/60s")
     answered: list[str] = []
