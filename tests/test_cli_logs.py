@@ -156,8 +156,10 @@ def test_table_keeps_every_column_readable(home: Path, columns: int) -> None:
 
 
 def test_empty_home_lists_nothing_and_creates_nothing(home: Path) -> None:
-    r = cli(home, "logs")
+    r = cli(home, "logs", AIGOV_LOG_FLUSH_INTERVAL="2.5", AIGOV_LOG_BATCH_SIZE="20")
     assert r.returncode == 0 and "No decisions" in r.stdout
+    # Says why a decision just answered may be missing, with this home's batching settings.
+    assert "20 at a time or every 2.5 s" in " ".join(r.stdout.split())
     assert cli(home, "logs", "--json").stdout == ""
     assert not (home / "aigov.db").exists()
 

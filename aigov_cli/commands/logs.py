@@ -124,7 +124,9 @@ def logs(
             for row in rows:
                 emit(row)
         else:
-            _table([public(r, show_input, hashes=False) for r in rows], show_input)
+            cfg = load_cfg()
+            _table([public(r, show_input, hashes=False) for r in rows], show_input,
+                   (cfg.log_batch_size, cfg.log_flush_interval))
         if conn is not None:
             conn.close()
         if follow:
@@ -155,12 +157,15 @@ def _latency(d: dict[str, Any]) -> str:
     return f"{d['latency_ms']:.2f}ms" if d.get("latency_ms") is not None else "-"
 
 
-def _table(rows: list[dict[str, Any]], show_input: bool) -> None:
+def _table(rows: list[dict[str, Any]], show_input: bool, batching: tuple[int, float]) -> None:
     from aigov_cli.output import Column, console, print_table
 
     c = console()
     if not rows:
         c.print("No decisions match.")
+        size, interval = batching
+        c.print(f"[dim]A running daemon writes decisions {size} at a time or every {interval:g} s, so the "
+                "newest may not be here yet (--follow waits for them).[/dim]")
         return
     # Every column stays readable: the time without year and milliseconds (--json has them), the
     # request id whole (it is what one looks up), one rule per line. Under 100 columns the key, the
