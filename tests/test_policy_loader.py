@@ -278,3 +278,22 @@ def test_errors_point_into_the_right_policy() -> None:
     text = text.replace("'monitr'", "'monitor'") + "[[policies.b.rules]]\nid = 'c.x'\nliteral = 'z'\n"
     with pytest.raises(PolicyError, match=r"^p\.toml:13: policies\.b\.rules\[1\]\.id: duplicate"):
         parse_policy(text, "p.toml")
+
+
+def test_errors_in_inline_rules_name_the_rule_line() -> None:
+    text = (
+        "[policies.default]\n"
+        "mode = 'enforce'\n"
+        "rules = [\n"
+        "  { id = 'pii.email', detector = 'email', action = 'redact' },\n"
+        "  {detector='nope', id='c.y', action='block'},\n"
+        "]\n"
+    )
+    with pytest.raises(PolicyError, match=r"^p\.toml:5: policies\.default\.rules\[1\] \(c\.y\)\.detector: unknown"):
+        parse_policy(text, "p.toml")
+    text = text.replace("detector='nope', id='c.y'", "detector='phone', id='pii.email'")
+    with pytest.raises(PolicyError, match=r"^p\.toml:5: policies\.default\.rules\[1\]\.id: duplicate"):
+        parse_policy(text, "p.toml")
+    one_line = "[policies.default]\nmode = 'enforce'\nrules = [{id = 'a', detector = 'nope'}]\n"
+    with pytest.raises(PolicyError, match=r"^p\.toml:3: "):
+        parse_policy(one_line, "p.toml")

@@ -166,6 +166,21 @@ class _Ctx:
         found = [s for s in self.sections if s.key == ("policies", name, "rules") and s.array]
         return (found[index].start, found[index].end) if index < len(found) else None
 
+    def inline_rule(self, block: Block | None, rules: list[Any], index: int) -> Block | None:
+        """The line of ``rules[index]`` when the rules are inline tables inside ``block``.
+
+        A TOML 1.0 inline table is one line; the rule is found by its id (the n-th line with
+        that id, when an earlier rule has the same one). None when the id is missing or odd.
+        """
+        raw = rules[index]
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        if block is None or not isinstance(rid, str) or not rid:
+            return None
+        nth = sum(1 for r in rules[:index] if isinstance(r, dict) and r.get("id") == rid)
+        rx = re.compile(rf"""[{{,]\s*(?:id|"id"|'id')\s*=\s*(["']){re.escape(rid)}\1""")
+        hits = [i for i in range(*block) if rx.search(self.lines[i])]
+        return (hits[nth], hits[nth] + 1) if nth < len(hits) else None
+
     def line(self, block: Block | None, key: str | None = None, *needles: str) -> int | None:
         """1-based line of ``key = ...`` (or of a line holding all needles) inside ``block``.
 
@@ -334,7 +349,7 @@ def _policy(ctx: _Ctx, name: str, raw: Any, version: str) -> CompiledPolicy:
     seen_detectors: dict[str, str] = {}
     for i, r in enumerate(rules_raw):
         rule_where = f"{where}.rules[{i}]"
-        rule_block = ctx.rule_block(name, i) or block
+        rule_block = ctx.rule_block(name, i) or ctx.inline_rule(block, rules_raw, i) or block
         spec = _rule(ctx, rule_where, r, rule_block)
         rid = str(r["id"])
         if rid in seen_ids:
