@@ -213,6 +213,13 @@ def test_no_daemon_is_a_configuration_error(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no aigov daemon answers" in r.stderr
 
 
+def test_without_url_the_running_daemon_of_the_home_is_the_target(daemon: DaemonProc) -> None:
+    # The module's daemon listens on a free port, not the default 8080: its pid file says where.
+    r = cli(daemon.home, "loadtest", "--rate", "50", "--duration", "1s", "--json", timeout=60, **FAST)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["target"]["url"] == daemon.url
+
+
 def test_stalled_daemon_shows_in_the_percentiles(daemon: DaemonProc) -> None:
     """SIGSTOP the daemon for one second: corrected latencies must show the stall."""
     proc = subprocess.Popen(

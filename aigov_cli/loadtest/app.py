@@ -55,12 +55,20 @@ class CommandArgs:
 
 
 def default_url() -> str:
-    """The local daemon's URL from the config, or ``http://127.0.0.1:8080``."""
+    """The running daemon's URL (from its pid file), else the configured one, else ``http://127.0.0.1:8080``.
+
+    ``aigov serve --port N`` or ``--detach`` on another port is found without ``--url``, as
+    ``aigov status`` and ``aigov audit`` find it.
+    """
     host, port = DEFAULT_HOST, DEFAULT_PORT
     try:
         from daemon.config import load_config
+        from daemon.server import daemon_running
 
         cfg = load_config()
+        info = daemon_running(cfg.paths.pid_file)
+        if info and info.get("url"):
+            return str(info["url"])
         host, port = str(cfg.host), int(cfg.port)
     except Exception:  # no config module yet, or an unreadable config: use the defaults
         pass
