@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from aigov_cli.logs.query import Filter
+    from daemon.config import Config
 
 app = typer.Typer(
     help="Read the decision log: list and follow decisions, export, stats, prune.",
@@ -66,18 +67,18 @@ def _filter(since: str | None, until: str | None, key: str | None = None, decisi
                   decision.value if decision else None, rule, model, request_id=request_id)
 
 
-def _open() -> tuple[Path, sqlite3.Connection | None]:
+def _open() -> tuple[Config, sqlite3.Connection | None]:
+    """The configuration and a read-only connection to its database (None when there is none yet)."""
     from aigov_cli.logs.query import connect_ro
 
-    path = load_cfg().db_file
-    return path, connect_ro(path)
+    cfg = load_cfg()
+    return cfg, connect_ro(cfg.db_file)
 
 
 def _line(d: dict[str, Any]) -> str:
     rules = ",".join(d["rules"]) or "-"
-    lat = f"{d['latency_ms']:.2f}ms" if d.get("latency_ms") is not None else "-"
     return (f"{d['time']}  {d['decision']:<5}  {d.get('key_id') or '-':<12}  {d.get('model') or '-'}/"
-            f"{d.get('operation') or '-'}  {lat}  {rules}  {d['request_id']}")
+            f"{d.get('operation') or '-'}  {_latency(d)}  {rules}  {d['request_id']}")
 
 
 @app.callback()
@@ -104,7 +105,7 @@ def logs(
     from aigov_cli.logs.query import iter_decisions, latest, max_id, public
 
     flt = _filter(since, until, key, decision, rule, model, request_id)
-    path, conn = _open()
+    cfg, conn = _open()
     top = 0
     rows: Any = []
     if conn is not None:
@@ -124,7 +125,6 @@ def logs(
             for row in rows:
                 emit(row)
         else:
-            cfg = load_cfg()
             _table([public(r, show_input, hashes=False) for r in rows], show_input,
                    (cfg.log_batch_size, cfg.log_flush_interval))
         if conn is not None:
@@ -132,7 +132,7 @@ def logs(
         if follow:
             from aigov_cli.logs.query import follow as do_follow
 
-            do_follow(path, flt, emit, start_after=top if conn is not None else 0)
+            do_follow(cfg.db_file, flt, emit, start_after=top if conn is not None else 0)
     except KeyboardInterrupt:
         return
     except BrokenPipeError:  # `aigov logs --json | head`
