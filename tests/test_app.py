@@ -146,6 +146,7 @@ async def test_made_up_key_ids_share_a_few_looks_at_the_key_table(home: Path, ai
 async def test_a_key_rotated_while_running_takes_its_new_token_at_once(
     home: Path, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from daemon import tokens
     from daemon.auth import Authenticator
     from daemon.keyadmin import rotate
 
@@ -167,8 +168,6 @@ async def test_a_key_rotated_while_running_takes_its_new_token_at_once(
         return real_check(rec, token, now)
 
     monkeypatch.setattr(Authenticator, "_check", staticmethod(counting))
-    from daemon import tokens
-
     await expect_error(await post(client, tokens.make_token(key_id, "C" * 22), BODY), 401, "unauthorized")
     assert checks == 1
 
@@ -267,7 +266,7 @@ async def test_413_compressed_body_that_expands_past_the_limit(client: Client, t
     inflated = json.dumps({**BODY, "input_text": "x" * (2 * 1024 * 1024)}).encode()
     raw = gzip.compress(inflated)
     assert len(raw) < 16 * 1024
-    status, data = await send_whole(client, token, raw, "Content-Encoding: gzip\r\n")
+    status, data = await send_whole(client, token, raw, GZIP)
     assert (status, data["error"]["code"]) == (413, "body_too_large")
     # The same through the client, whose body may arrive after the headers.
     await expect_error(await post(client, token, raw, extra={"Content-Encoding": "gzip"}), 413, "body_too_large")
@@ -281,7 +280,7 @@ async def test_413_compressed_body_whole_in_the_buffer(home: Path, aiohttp_clien
     await refresh(client)
     raw = gzip.compress(json.dumps({**BODY, "input_text": "z" * 5000}).encode())
     assert len(raw) < 2000
-    status, data = await send_whole(client, token, raw, "Content-Encoding: gzip\r\n")
+    status, data = await send_whole(client, token, raw, GZIP)
     assert (status, data["error"]["code"]) == (413, "body_too_large")
     status, data = await send_whole(client, token, gzip.compress(json.dumps(BODY).encode()), GZIP)
     assert (status, data["decision"]) == (200, "allow")
