@@ -144,7 +144,7 @@ class Service:
             self.auth.load(changed)
             for rec in changed:
                 if rec.revoked_at is not None:
-                    self.limiter.forget(rec.key_id)
+                    await self.limiter.forget(rec.key_id)
             self.key_seq = max(self.key_seq, max(r.seq for r in changed))
 
     async def flush_last_used(self) -> None:

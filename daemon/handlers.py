@@ -235,7 +235,7 @@ class CheckHandler:
                 return error_response(401, "missing or invalid API key", rid)
         svc.last_used[entry.key_id] = time.time()
         # 3. rate limit
-        rd = svc.limiter.check(entry.key_id, entry.limit, entry.window)
+        rd = await svc.limiter.check(entry.key_id, entry.limit, entry.window)
         rate_headers = _rate_headers(rd)
         if not rd.allowed:
             svc.stats.rate_limit_hits += 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from daemon.ratelimit import MemoryRateLimiter, TokenBucket
+import asyncio
+
+from daemon.ratelimit import MemoryFailureThrottle, MemoryRateLimiter, TokenBucket
 
 
 class FakeClock:
@@ -51,8 +53,8 @@ def test_reset_header_counts_seconds_until_full() -> None:
 def test_limiter_per_key_and_exact() -> None:
     clock = FakeClock()
     lim = MemoryRateLimiter(clock)
-    a = [lim.check("a", 20, 3600).allowed for _ in range(60)]
-    b = [lim.check("b", 5, 3600).allowed for _ in range(6)]
+    a = [lim.take("a", 20, 3600).allowed for _ in range(60)]
+    b = [lim.take("b", 5, 3600).allowed for _ in range(6)]
     assert a.count(True) == 20 and a[:20] == [True] * 20
     assert b.count(True) == 5
 
@@ -61,15 +63,32 @@ def test_limit_change_keeps_usage() -> None:
     clock = FakeClock()
     lim = MemoryRateLimiter(clock)
     for _ in range(8):
-        lim.check("k", 10, 60)
+        lim.take("k", 10, 60)
     # Raising the limit to 12 leaves 12 - 8 = 4, it does not reset the bucket.
-    assert sum(lim.check("k", 12, 60).allowed for _ in range(10)) == 4
+    assert sum(lim.take("k", 12, 60).allowed for _ in range(10)) == 4
 
 
 def test_forget_drops_state() -> None:
     lim = MemoryRateLimiter(FakeClock())
     for _ in range(3):
-        lim.check("k", 3, 60)
-    assert not lim.check("k", 3, 60).allowed
-    lim.forget("k")
-    assert lim.check("k", 3, 60).allowed
+        lim.take("k", 3, 60)
+    assert not lim.take("k", 3, 60).allowed
+    asyncio.run(lim.forget("k"))
+    assert lim.take("k", 3, 60).allowed
+
+
+async def test_failure_throttle_locks_after_five_in_a_minute() -> None:
+    clock = FakeClock()
+    th = MemoryFailureThrottle(clock)
+    for _ in range(4):
+        await th.failed("k")
+    assert await th.locked_for("k") == 0
+    await th.failed("k")
+    assert await th.locked_for("k") == 1.0  # the fifth: 2**0 s
+    await th.failed("k")
+    assert await th.locked_for("k") == 2.0  # each further failure doubles it
+    clock.t += 61  # the window has passed: the old failures no longer count
+    assert await th.locked_for("k") == 0
+    await th.failed("k")
+    assert await th.locked_for("k") == 0
+    assert await th.locked_for("other") == 0

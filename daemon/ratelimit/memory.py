@@ -1,32 +1,26 @@
-"""Rate limiting: a pure token bucket with an injectable clock, behind a narrow interface.
+"""The embedded rate limiting: in-process token buckets and wrong-secret counts, one per daemon process.
 
-Each key has a bucket of ``limit`` tokens refilled continuously at
-``limit / window`` per second. Taking a token is synchronous (no ``await``
-between reading and updating), which is what makes the limit exact under
-concurrency on one event loop: a burst of N > L simultaneous requests gets
-exactly L through.
+Each key has a bucket of ``limit`` tokens refilled continuously at ``limit / window``
+per second. Taking a token is synchronous (no ``await`` between reading and updating),
+which is what makes the limit exact under concurrency on one event loop: a burst of
+N > L simultaneous requests gets exactly L through.
 """
 
 from __future__ import annotations
 
-import abc
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+
+from daemon.ratelimit.interface import (
+    FAILURE_WINDOW,
+    FailureThrottle,
+    RateDecision,
+    RateLimiter,
+    lockout_seconds,
+)
 
 Clock = Callable[[], float]
-
-
-class RateDecision(NamedTuple):
-    """The outcome of one rate-limit check, with what the response headers need."""
-
-    allowed: bool
-    limit: int
-    remaining: int
-    reset: int  # seconds until the bucket is full again
-    retry_after: int  # seconds until one token is available (0 when allowed)
-
 
 _new = tuple.__new__
 
@@ -68,18 +62,6 @@ class TokenBucket:
         )
 
 
-class RateLimiter(abc.ABC):
-    """Decides whether a key may make one more request now."""
-
-    @abc.abstractmethod
-    def check(self, key_id: str, limit: int, window: float) -> RateDecision:
-        """Consume one request of ``key_id``'s allowance if it has one."""
-
-    @abc.abstractmethod
-    def forget(self, key_id: str) -> None:
-        """Drop the state of a key (revoked or deleted)."""
-
-
 class MemoryRateLimiter(RateLimiter):
     """In-process buckets, one per key; the embedded default."""
 
@@ -87,8 +69,12 @@ class MemoryRateLimiter(RateLimiter):
         self.clock = clock
         self.buckets: dict[str, TokenBucket] = {}
 
-    def check(self, key_id: str, limit: int, window: float) -> RateDecision:
+    async def check(self, key_id: str, limit: int, window: float) -> RateDecision:
         """Consume one request of ``key_id``'s allowance if it has one."""
+        return self.take(key_id, limit, window)
+
+    def take(self, key_id: str, limit: int, window: float) -> RateDecision:
+        """:meth:`check` without the coroutine: synchronous, so exact on one event loop."""
         now = self.clock()
         b = self.buckets.get(key_id)
         if b is None or b.capacity != limit or b.window != window:
@@ -100,6 +86,29 @@ class MemoryRateLimiter(RateLimiter):
             self.buckets[key_id] = b
         return b.take(now)
 
-    def forget(self, key_id: str) -> None:
+    async def forget(self, key_id: str) -> None:
         """Drop the state of a key."""
         self.buckets.pop(key_id, None)
+
+
+class MemoryFailureThrottle(FailureThrottle):
+    """Wrong-secret counts in this process."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    async def locked_for(self, key_id: str) -> float:
+        """Seconds until ``key_id`` may try again (0 when it is not locked out)."""
+        return max(0.0, self._locked_until.get(key_id, 0.0) - self.clock())
+
+    async def failed(self, key_id: str) -> None:
+        """Count one wrong secret for ``key_id``."""
+        now = self.clock()
+        recent = [t for t in self._failures.get(key_id, ()) if now - t < FAILURE_WINDOW]
+        recent.append(now)
+        self._failures[key_id] = recent
+        lock = lockout_seconds(len(recent))
+        if lock:
+            self._locked_until[key_id] = now + lock
