@@ -41,6 +41,13 @@ class RateLimiter(abc.ABC):
     async def forget(self, key_id: str) -> None:
         """Drop the state of a key (revoked or deleted)."""
 
+    backend_errors: int = 0
+    """Calls that failed or timed out since start (``aigov_rate_limit_backend_errors_total``)."""
+
+    def problem(self) -> str | None:
+        """Why the backend cannot be relied on right now (for ``/readyz``), or None when it can."""
+        return None
+
     async def close(self) -> None:  # noqa: B027  (optional hook: most limiters hold nothing to close)
         """Release connections; the limiter is not used afterwards."""
 
