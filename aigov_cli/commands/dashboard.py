@@ -48,7 +48,7 @@ def prometheus_config(
     """Print a Prometheus scrape configuration for the local daemon."""
     from aigov_cli.dashboard.prometheus import scrape_config
     from aigov_cli.output import config as load_cfg
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
