@@ -449,9 +449,11 @@ def bench_rss(env: dict[str, str], token: str) -> dict[str, Any]:
 
 def bench_drain() -> dict[str, Any]:
     """Decision-log drain rate: records/s from a full queue to disk (batches of 50, one transaction each)."""
-    from daemon.decisionlog import DecisionLog, Entry, SqliteDecisionStore
+    from daemon.decisionlog import DecisionLog
     from daemon.handlers import new_request_id
     from daemon.policy.model import Reason
+    from daemon.storage.records import Entry, Fingerprinter, RecordBuilder
+    from daemon.storage.sqlite_decisions import SqliteDecisionStore
 
     n = 20_000 if QUICK else 200_000
     scratch = Path(tempfile.mkdtemp(prefix="aigov-bench-drain-"))
@@ -459,12 +461,13 @@ def bench_drain() -> dict[str, Any]:
     reasons = (Reason("pii.email", "email", "monitor", "email address", 10, 25),)
 
     async def run() -> float:
-        log = DecisionLog(SqliteDecisionStore(path), batch_size=50, flush_interval=5.0, max_queue=n + 1)
+        store = SqliteDecisionStore(path, "bench/w0", RecordBuilder(Fingerprinter(b"b" * 32)))
+        log = DecisionLog(store, batch_size=50, flush_interval=5.0, max_queue=n + 1)
         await log.start()
         ids = [new_request_id() for _ in range(n)]  # real ULIDs: they keep the request_id index append-only
         for i in range(n):
-            log.offer(Entry(time.time(), ids[i], "key", "gpt-4o", "chat", "allow", ("pii.email",), reasons,
-                            "write to alice@example.com about the plan", 0.1, "default", "v"))
+            log.offer(Entry(time.time(), ids[i], "key", "gpt-4o", "chat", "input", "allow", ("pii.email",), reasons,
+                            "write to alice@example.com about the plan", 0.1, "default", "v", "ok", None))
         t0 = time.perf_counter()
         await log.close()
         return time.perf_counter() - t0

@@ -5,8 +5,9 @@
 
 _aigov_subcommands() {
     case "$1" in
-        "") echo "audit dashboard init keys loadtest logs policy serve status stop" ;;
+        "") echo "audit dashboard db init keys loadtest logs policy serve status stop" ;;
         "dashboard") echo "export prometheus-config" ;;
+        "db") echo "status upgrade" ;;
         "keys") echo "create list revoke rotate show update" ;;
         "logs") echo "export prune stats" ;;
         "policy") echo "check reload show test" ;;
@@ -19,6 +20,9 @@ _aigov_options() {
         "dashboard") echo "--help" ;;
         "dashboard export") echo "--out --title --help" ;;
         "dashboard prometheus-config") echo "--job --interval --help" ;;
+        "db") echo "--help" ;;
+        "db status") echo "--json --help" ;;
+        "db upgrade") echo "--json --help" ;;
         "init") echo "--force --help" ;;
         "keys") echo "--help" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy --json --help" ;;
