@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 NO_REDIS = "AIGOV_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0): no Redis to test against"
 # An unconditional skip chosen once here rather than a skipif: pytest -ra folds a file's skips of this
 # kind into one summary line.
-needs_redis = pytest.mark.skip(reason=NO_REDIS) if not REDIS_URL else pytest.mark.usefixtures()
+needs_redis = pytest.mark.skip(reason=NO_REDIS) if not REDIS_URL else pytest.mark.redis
 
 # One prefix per test run, so that runs sharing a server never see each other's keys.
 RUN_PREFIX = f"aigov-test-{uuid.uuid4().hex[:12]}"
@@ -102,7 +103,7 @@ def ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up (a password is asked for later)
     except OSError:
         return False
 
@@ -166,3 +167,28 @@ async def poll(condition_async: Callable[[], Awaitable[bool]], deadline_s: float
         if loop.time() - t0 > deadline_s:
             pytest.fail(f"{what}: not within {deadline_s} s")
         await asyncio.sleep(0.005)
+
+
+def burst_worker(url: str, prefix: str, key: str, phases: list[tuple[int, int]], barrier: Any, out: Any) -> None:
+    """In a process of its own: for each (limit, n) of ``phases``, wait for the others, then make n
+    simultaneous checks of ``key``; put the number allowed in each phase on ``out``."""
+    from daemon.ratelimit.redis import redis_backend
+
+    async def main() -> list[int]:
+        limiter, _ = redis_backend(url, prefix=prefix, timeout=10.0)
+        try:
+            await limiter.check("warm-up", 1, 1)  # connected and the script loaded before the race
+            counts = []
+            for limit, n in phases:
+                await asyncio.to_thread(barrier.wait, 60)
+                decisions = await asyncio.gather(*(limiter.check(key, limit, 86400) for _ in range(n)))
+                counts.append(sum(d.allowed for d in decisions))
+            return counts
+        finally:
+            await limiter.close()
+
+    try:
+        out.put(asyncio.run(main()))
+    except BaseException as e:  # reported by the test rather than lost with the process
+        out.put(repr(e))
+        barrier.abort()

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
-from redis.asyncio.connection import AbstractConnection, parse_url
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.exceptions import NoScriptError, ResponseError
 
 from daemon.ratelimit.interface import (
@@ -137,7 +136,8 @@ def mask_url(url: str) -> str:
             name, eq, _value = item.partition("=")
             pairs.append(f"{name}=***" if name == "password" and eq else item)
         query = "&".join(pairs)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Not urlunsplit: it drops the empty host of unix:///PATH.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def connection_options(url: str, timeout: float) -> dict[str, Any]:
@@ -180,8 +180,9 @@ def connection_options(url: str, timeout: float) -> dict[str, Any]:
     # Our own timeout bounds each round trip (one asyncio deadline for the whole batch); no socket
     # timeout per read, no retry inside redis-py (a retry would pay the timeout again), no health
     # check round trips.
+    # RESP2: RESP3 would cost a HELLO round trip on every connect and buys nothing for integer replies.
     kwargs.update(socket_timeout=None, socket_connect_timeout=timeout, retry_on_timeout=False,
-                  health_check_interval=0)
+                  health_check_interval=0, protocol=2)
     return kwargs
 
 
@@ -214,13 +215,8 @@ class RedisBackend:
         self.probe_max = probe_max
         # Scrubbed from every error text redis-py gives us, in case one ever quotes it.
         self._password: str | None = kwargs.get("password") or None
-        connection_class = kwargs.pop("connection_class", None)
-        if connection_class is None:
-            from redis.asyncio.connection import Connection
-
-            connection_class = Connection
-        params = inspect.signature(connection_class).parameters
-        self._conn: AbstractConnection = connection_class(**{k: v for k, v in kwargs.items() if k in params})
+        connection_class = kwargs.pop("connection_class", Connection)
+        self._conn: AbstractConnection = connection_class(**kwargs)
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
@@ -284,14 +280,14 @@ class RedisBackend:
         try:
             # Calls were queued in time order: the first one's deadline is the batch's.
             async with asyncio.timeout_at(live[0].deadline):
-                replies = await self._exchange([c.args for c in live])
+                replies = await self.exchange([c.args for c in live])
                 missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
                 if missing:  # Redis restarted or SCRIPT FLUSH: load the scripts and send those calls again
-                    loaded = await self._exchange([("SCRIPT", "LOAD", s) for s in _SCRIPTS])
+                    loaded = await self.exchange([("SCRIPT", "LOAD", s) for s in _SCRIPTS])
                     for r in loaded:
                         if isinstance(r, Exception):
                             raise r
-                    again = await self._exchange([live[i].args for i in missing])
+                    again = await self.exchange([live[i].args for i in missing])
                     for i, r in zip(missing, again, strict=True):
                         replies[i] = r
         except Exception as e:  # a timeout, a refused or broken connection, anything: this batch failed
@@ -314,7 +310,7 @@ class RedisBackend:
         else:
             self._round_trip_failed(self.last_error)
 
-    async def _exchange(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def exchange(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Write ``commands`` in one go and read their replies (a ResponseError in place of an error reply)."""
         conn = self._conn
         await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
