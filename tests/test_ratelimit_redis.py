@@ -25,6 +25,7 @@ from daemon.ratelimit.redis import (
     RedisRateLimiter,
     connection_options,
     mask_url,
+    pack,
     redis_backend,
 )
 from tests.redis_helpers import (
@@ -460,3 +461,15 @@ async def test_close_fails_what_is_queued_and_refuses_later_calls(server: Privat
     with pytest.raises(RateLimiterUnavailable, match="closed"):
         await throttle.failed("k")
     await throttle.close()  # closing twice is harmless
+
+
+@pytest.mark.parametrize("args", [
+    ("EVALSHA", "b4c8", 1, "{aigov:k1}:bucket", 50, 60.0),
+    ("PTTL", "{a:ключ}:lockout"),
+    ("SCRIPT", "LOAD", b"return 1\r\n"),
+    ("SET", "k", "", "PX", 1000, 0.1, 1e-07, 10**20),
+])
+def test_pack_is_what_redis_py_sends(args: tuple[Any, ...]) -> None:
+    from redis.asyncio.connection import Connection
+
+    assert pack(*args) == b"".join(Connection().pack_command(*args))

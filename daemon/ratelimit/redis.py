@@ -114,7 +114,20 @@ return n
 
 _SCRIPTS = (BUCKET_SCRIPT, FAILED_SCRIPT)
 _BUCKET_SHA = hashlib.sha1(BUCKET_SCRIPT).hexdigest()
+_MAX_PACKED = 100_000
 _FAILED_SHA = hashlib.sha1(FAILED_SCRIPT).hexdigest()
+
+
+def pack(*args: str | bytes | int | float) -> bytes:
+    """One command in the Redis protocol (RESP): an array of bulk strings; numbers as Python writes them."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a if isinstance(a, bytes) else a.encode() if isinstance(a, str) else repr(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+_LOAD_SCRIPTS = tuple(pack("SCRIPT", "LOAD", s) for s in _SCRIPTS)
 
 
 def mask_url(url: str) -> str:
@@ -237,17 +250,18 @@ class RedisBackend:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    async def call(self, *args: Any) -> Any:
-        """Send one command with the calls made in the same loop turn; its reply, or RateLimiterUnavailable."""
+    async def call(self, command: bytes) -> Any:
+        """Send one :func:`pack`-ed command with the calls made in the same loop turn; its reply, or
+        RateLimiterUnavailable."""
         if self.open_since is not None or self._closed:
             self.errors += 1
             raise RateLimiterUnavailable(self._unavailable())
-        return await self._submit(args, probe=False)
+        return await self._submit(command, probe=False)
 
-    def _submit(self, args: tuple[Any, ...], probe: bool) -> asyncio.Future[Any]:
+    def _submit(self, command: bytes, probe: bool) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Call(args, fut, loop.time() + self.timeout, probe))
+        self._pending.append(_Call(command, fut, loop.time() + self.timeout, probe))
         if self._flusher is None:
             # Its first step runs on the next turn of the loop: every call made in this turn rides along.
             self._flusher = loop.create_task(self._flush())
@@ -280,14 +294,14 @@ class RedisBackend:
         try:
             # Calls were queued in time order: the first one's deadline is the batch's.
             async with asyncio.timeout_at(live[0].deadline):
-                replies = await self.exchange([c.args for c in live])
+                replies = await self.exchange([c.command for c in live])
                 missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
                 if missing:  # Redis restarted or SCRIPT FLUSH: load the scripts and send those calls again
-                    loaded = await self.exchange([("SCRIPT", "LOAD", s) for s in _SCRIPTS])
+                    loaded = await self.exchange(_LOAD_SCRIPTS)
                     for r in loaded:
                         if isinstance(r, Exception):
                             raise r
-                    again = await self.exchange([live[i].args for i in missing])
+                    again = await self.exchange([live[i].command for i in missing])
                     for i, r in zip(missing, again, strict=True):
                         replies[i] = r
         except Exception as e:  # a timeout, a refused or broken connection, anything: this batch failed
@@ -310,10 +324,10 @@ class RedisBackend:
         else:
             self._round_trip_failed(self.last_error)
 
-    async def exchange(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def exchange(self, commands: Sequence[bytes]) -> list[Any]:
         """Write ``commands`` in one go and read their replies (a ResponseError in place of an error reply)."""
         conn = self._conn
-        await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+        await conn.send_packed_command(b"".join(commands), check_health=False)
         replies: list[Any] = []
         for _ in commands:
             try:
@@ -355,8 +369,8 @@ class RedisBackend:
         while self.open_since is not None and not self._closed:
             await asyncio.sleep(pause)
             # Load the scripts (a restarted Redis has none) and write a key (a replica would refuse).
-            probes = [self._submit(("SCRIPT", "LOAD", s), probe=True) for s in _SCRIPTS]
-            probes.append(self._submit(("SET", f"{{{self.prefix}}}:probe", "1", "PX", "1000"), probe=True))
+            probes = [self._submit(command, probe=True) for command in _LOAD_SCRIPTS]
+            probes.append(self._submit(pack("SET", f"{{{self.prefix}}}:probe", "1", "PX", "1000"), probe=True))
             results = await asyncio.gather(*probes, return_exceptions=True)
             if not any(isinstance(r, BaseException) for r in results):
                 self.open_since = None
@@ -395,10 +409,10 @@ class RedisBackend:
 class _Call:
     """A command waiting for the next round trip."""
 
-    __slots__ = ("args", "future", "deadline", "probe")
+    __slots__ = ("command", "future", "deadline", "probe")
 
-    def __init__(self, args: tuple[Any, ...], future: asyncio.Future[Any], deadline: float, probe: bool) -> None:
-        self.args = args
+    def __init__(self, command: bytes, future: asyncio.Future[Any], deadline: float, probe: bool) -> None:
+        self.command = command
         self.future = future
         self.deadline = deadline
         self.probe = probe
@@ -409,6 +423,9 @@ class RedisRateLimiter(RateLimiter):
 
     def __init__(self, backend: RedisBackend) -> None:
         self.backend = backend
+        # The packed EVALSHA of each (key, limit, window): the same few per key, request after request;
+        # packing one costs more than the rest of a check's client side.
+        self._commands: dict[tuple[str, int, float], bytes] = {}
 
     def __repr__(self) -> str:
         return f"<RedisRateLimiter {self.backend.url} prefix={self.backend.prefix!r}>"
@@ -424,13 +441,18 @@ class RedisRateLimiter(RateLimiter):
 
     async def check(self, key_id: str, limit: int, window: float) -> RateDecision:
         """Consume one request of ``key_id``'s allowance if it has one; RateLimiterUnavailable if Redis cannot tell."""
-        allowed, remaining, reset, retry_after = await self.backend.call(
-            "EVALSHA", _BUCKET_SHA, 1, self.backend.key(key_id, "bucket"), limit, window)
+        command = self._commands.get((key_id, limit, window))
+        if command is None:
+            if len(self._commands) >= _MAX_PACKED:  # keys come and go: start again rather than grow
+                self._commands.clear()
+            command = pack("EVALSHA", _BUCKET_SHA, 1, self.backend.key(key_id, "bucket"), limit, window)
+            self._commands[key_id, limit, window] = command
+        allowed, remaining, reset, retry_after = await self.backend.call(command)
         return RateDecision(allowed == 1, limit, remaining, reset, retry_after)
 
     async def forget(self, key_id: str) -> None:
         """Drop the bucket of a key."""
-        await self.backend.call("DEL", self.backend.key(key_id, "bucket"))
+        await self.backend.call(pack("DEL", self.backend.key(key_id, "bucket")))
 
     def problem(self) -> str | None:
         """"redis unreachable at URL (circuit open since ...)" while the circuit is open, else None."""
@@ -452,14 +474,14 @@ class RedisFailureThrottle(FailureThrottle):
 
     async def locked_for(self, key_id: str) -> float:
         """Seconds until ``key_id`` may try again (0 when it is not locked out)."""
-        ms = await self.backend.call("PTTL", self.backend.key(key_id, "lockout"))
+        ms = await self.backend.call(pack("PTTL", self.backend.key(key_id, "lockout")))
         return max(0, int(ms)) / 1000.0
 
     async def failed(self, key_id: str) -> None:
         """Count one wrong secret for ``key_id`` (and lock it out when that makes too many)."""
         b = self.backend
-        await b.call("EVALSHA", _FAILED_SHA, 2, b.key(key_id, "failures"), b.key(key_id, "lockout"),
-                     FAILURE_WINDOW, MAX_FAILURES, MAX_LOCKOUT, os.urandom(8).hex())
+        await b.call(pack("EVALSHA", _FAILED_SHA, 2, b.key(key_id, "failures"), b.key(key_id, "lockout"),
+                          FAILURE_WINDOW, MAX_FAILURES, MAX_LOCKOUT, os.urandom(8).hex()))
 
     async def close(self) -> None:
         """Close the shared connection."""
