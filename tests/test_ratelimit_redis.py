@@ -473,3 +473,18 @@ def test_pack_is_what_redis_py_sends(args: tuple[Any, ...]) -> None:
     from redis.asyncio.connection import Connection
 
     assert pack(*args) == b"".join(Connection().pack_command(*args))
+
+
+@needs_redis_server
+async def test_close_fails_a_call_in_flight(server: PrivateRedis) -> None:
+    limiter, _ = redis_backend(server.url, prefix="p", timeout=30.0)
+    await limiter.check("k", 5, 60)  # connected
+    server.signal(signal.SIGSTOP)
+    in_flight = asyncio.ensure_future(limiter.check("k", 5, 60))
+    async def sent() -> bool:  # the batch went out and waits for the hung server
+        return not limiter.backend._pending and limiter.backend._flusher is not None
+    await poll(sent, 5.0, "the call going out")
+    assert not in_flight.done()
+    await limiter.close()
+    with pytest.raises(RateLimiterUnavailable, match="closed"):
+        await asyncio.wait_for(in_flight, 5)

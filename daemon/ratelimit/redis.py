@@ -269,12 +269,16 @@ class RedisBackend:
 
     async def _flush(self) -> None:
         """Send what is queued, batch after batch, until the queue is empty."""
+        batch: list[_Call] = []
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 await self._round_trip(batch)
         finally:
             self._flusher = None
+            for c in batch:  # left unanswered only when interrupted (close() cancels us)
+                if not c.future.done():
+                    self._fail(c, self._unavailable())
 
     async def _round_trip(self, batch: list[_Call]) -> None:
         loop = asyncio.get_running_loop()
