@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ from tests.redis_helpers import (
     unique_prefix,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 needs_redis_server = pytest.mark.redis  # the `server` fixture skips when there is no redis-server
 
 # -- URLs and names (no server needed) -------------------------------------------------------------
@@ -104,6 +107,18 @@ def test_repr_masks_the_password() -> None:
         assert "s3cret" not in repr(thing) and "redis://:***@cache:6379/0" in repr(thing)
 
 
+def test_without_the_extra_the_import_says_what_to_install() -> None:
+    code = "import sys; sys.modules['redis'] = None; import daemon.ratelimit.redis"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert "ImportError: the Redis rate limiter needs the redis extra: pip install 'aigov[redis]'" in r.stderr
+
+
+def test_the_hiredis_parser_and_resp2_are_used() -> None:
+    conn = RedisBackend("redis://cache/0")._conn
+    assert type(conn._parser).__name__ == "_AsyncHiredisParser" and conn.protocol == 2
+
+
 def test_keys_are_hash_tagged_per_api_key() -> None:
     backend = RedisBackend("redis://cache/0", prefix="team-a")
     assert backend.key("k1", "bucket") == "{team-a:k1}:bucket"
@@ -113,21 +128,28 @@ def test_keys_are_hash_tagged_per_api_key() -> None:
 # -- against the shared server -----------------------------------------------------------------------
 
 
+# A parameter with a skip mark rather than a skipif on each test: pytest -ra then sums up the skips
+# in one line.
+@pytest.fixture(params=[pytest.param("shared", marks=needs_redis)])
+def redis_url() -> str:
+    """The shared server's URL (AIGOV_TEST_REDIS_URL)."""
+    return REDIS_URL
+
+
 @pytest.fixture
-async def shared() -> AsyncIterator[tuple[RedisRateLimiter, RedisFailureThrottle, aioredis.Redis]]:
+async def shared(redis_url: str) -> AsyncIterator[tuple[RedisRateLimiter, RedisFailureThrottle, aioredis.Redis]]:
     """A limiter and throttle on the shared server under a prefix of this test's, and a plain client."""
     prefix = unique_prefix()
-    limiter, throttle = redis_backend(REDIS_URL, prefix=prefix, timeout=5.0)
-    client = aioredis.Redis.from_url(REDIS_URL)
+    limiter, throttle = redis_backend(redis_url, prefix=prefix, timeout=5.0)
+    client = aioredis.Redis.from_url(redis_url)
     try:
         yield limiter, throttle, client
     finally:
         await limiter.close()
         await client.aclose()
-        await delete_prefix(REDIS_URL, prefix)
+        await delete_prefix(redis_url, prefix)
 
 
-@needs_redis
 async def test_idle_state_expires(shared: tuple[RedisRateLimiter, RedisFailureThrottle, aioredis.Redis]) -> None:
     limiter, throttle, client = shared
     p = limiter.backend.prefix
@@ -140,17 +162,16 @@ async def test_idle_state_expires(shared: tuple[RedisRateLimiter, RedisFailureTh
     assert await client.hget(f"{{{p}:k}}:bucket", "limit") == b"10"
 
 
-@needs_redis
-async def test_cleanup_deletes_every_key_of_the_prefix() -> None:
+async def test_cleanup_deletes_every_key_of_the_prefix(redis_url: str) -> None:
     prefix = unique_prefix()
-    limiter, throttle = redis_backend(REDIS_URL, prefix=prefix)
+    limiter, throttle = redis_backend(redis_url, prefix=prefix)
     try:
         await limiter.check("a", 5, 60)
         await throttle.failed("b")
     finally:
         await limiter.close()
-    assert await delete_prefix(REDIS_URL, prefix) == 2
-    assert await delete_prefix(REDIS_URL, prefix) == 0
+    assert await delete_prefix(redis_url, prefix) == 2
+    assert await delete_prefix(redis_url, prefix) == 0
 
 
 class CountingBackend(RedisBackend):
@@ -163,10 +184,9 @@ class CountingBackend(RedisBackend):
         return await super().exchange(commands)
 
 
-@needs_redis
-async def test_simultaneous_calls_share_one_round_trip() -> None:
+async def test_simultaneous_calls_share_one_round_trip(redis_url: str) -> None:
     prefix = unique_prefix()
-    backend = CountingBackend(REDIS_URL, prefix=prefix, timeout=5.0)
+    backend = CountingBackend(redis_url, prefix=prefix, timeout=5.0)
     limiter, throttle = RedisRateLimiter(backend), RedisFailureThrottle(backend)
     try:
         await limiter.check("warm-up", 1, 60)  # connects and loads the script (three round trips)
@@ -180,16 +200,16 @@ async def test_simultaneous_calls_share_one_round_trip() -> None:
         assert backend.round_trips == 4  # one at a time: one round trip each
     finally:
         await limiter.close()
-        await delete_prefix(REDIS_URL, prefix)
+        await delete_prefix(redis_url, prefix)
 
 
-def run_bursts(processes: int, phases: list[tuple[int, int]]) -> list[list[int]]:
+def run_bursts(url: str, processes: int, phases: list[tuple[int, int]]) -> list[list[int]]:
     """``processes`` processes (each its own event loop and limiter) make the checks of ``phases``
     (limit, checks per process) of one key together; what each process was allowed in each phase."""
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(processes), ctx.Queue()
     prefix = unique_prefix()
-    procs = [ctx.Process(target=burst_worker, args=(REDIS_URL, prefix, "k", phases, barrier, out))
+    procs = [ctx.Process(target=burst_worker, args=(url, prefix, "k", phases, barrier, out))
              for _ in range(processes)]
     for p in procs:
         p.start()
@@ -200,24 +220,20 @@ def run_bursts(processes: int, phases: list[tuple[int, int]]) -> list[list[int]]
             p.join(30)
             if p.is_alive():
                 p.kill()
-        asyncio.run(delete_prefix(REDIS_URL, prefix))
+        asyncio.run(delete_prefix(url, prefix))
     for r in results:
         assert isinstance(r, list), f"a worker failed: {r}"
     return results
 
 
-@needs_redis
-@pytest.mark.slow
-def test_exact_across_processes() -> None:
-    per_process = run_bursts(4, [(50, 100)])  # 400 simultaneous checks, limit 50
+def test_exact_across_processes(redis_url: str) -> None:
+    per_process = run_bursts(redis_url, 4, [(50, 100)])  # 400 simultaneous checks, limit 50
     assert sum(r[0] for r in per_process) == 50
 
 
-@needs_redis
-@pytest.mark.slow
-def test_exact_across_processes_when_the_limit_changes() -> None:
+def test_exact_across_processes_when_the_limit_changes(redis_url: str) -> None:
     # 20 used under limit 50; lowered to 30: 10 more; raised to 60: the 30 used stay used.
-    per_process = run_bursts(4, [(50, 5), (30, 100), (60, 100)])
+    per_process = run_bursts(redis_url, 4, [(50, 5), (30, 100), (60, 100)])
     assert [sum(r[i] for r in per_process) for i in range(3)] == [20, 10, 30]
 
 

@@ -30,8 +30,11 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from redis.asyncio.connection import AbstractConnection, Connection, parse_url
-from redis.exceptions import NoScriptError, ResponseError
+try:
+    from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+    from redis.exceptions import NoScriptError, ResponseError
+except ImportError as e:  # an optional extra: say which
+    raise ImportError(f"the Redis rate limiter needs the redis extra: pip install 'aigov[redis]' ({e})") from e
 
 from daemon.ratelimit.interface import (
     FAILURE_WINDOW,
