@@ -3,7 +3,8 @@
 Measures, in this one process, the CPU time (user + system) each check costs the client and the
 checks per second it completes, for aigov's RedisRateLimiter with 32 checks in flight at once
 (they share pipelined round trips) and with one at a time, and for redis-py's own client calling
-the same script (EVALSHA through its connection pool, no batching) as the baseline.
+the same script as the baselines: EVALSHA through its connection pool (no batching), and a
+redis-py pipeline of 32 EVALSHA at a time.
 
 Against a private redis-server started on a free port (nothing saved), or ``--url``.
 ``--json`` prints one JSON document; BENCH_QUICK=1 runs short.
@@ -86,7 +87,16 @@ async def run(url: str) -> dict[str, Any]:
     async def redis_py_check(i: int) -> object:
         return await client.evalsha(sha, 1, f"{{{PREFIX}:key{i}}}:bucket", 10**9, 60)  # type: ignore[misc]
 
+    async def redis_py_pipeline(i: int) -> object:  # 32 checks in one redis-py pipeline
+        pipe = client.pipeline(transaction=False)
+        for j in range(CONCURRENT):
+            pipe.evalsha(sha, 1, f"{{{PREFIX}:key{j}}}:bucket", 10**9, 60)
+        return await pipe.execute()
+
     try:
+        piped = await measure(redis_py_pipeline, 1, CHECKS // CONCURRENT)
+        res["redis_py_pipeline"] = {"cpu_us_per_check": piped["cpu_us_per_check"] / CONCURRENT,
+                                    "checks_per_second": piped["checks_per_second"] * CONCURRENT}
         res["redis_py_concurrent"] = await measure(redis_py_check, CONCURRENT, CHECKS)
         res["redis_py_one_at_a_time"] = await measure(redis_py_check, 1, CHECKS // 4)
         keys = [k async for k in client.scan_iter(match=f"{{{PREFIX}:*")]
@@ -129,6 +139,7 @@ def private_redis() -> tuple[subprocess.Popen[bytes], str, Path]:
 def text(res: dict[str, Any]) -> str:
     """A short table of the results."""
     rows = [("aigov, 32 concurrent (pipelined)", "aigov_batched"), ("aigov, one at a time", "aigov_one_at_a_time"),
+            ("redis-py pipeline of 32 EVALSHA", "redis_py_pipeline"),
             ("redis-py EVALSHA, 32 concurrent", "redis_py_concurrent"),
             ("redis-py EVALSHA, one at a time", "redis_py_one_at_a_time")]
     lines = [f"{'client':36} {'CPU µs/check':>13} {'checks/s':>10}"]

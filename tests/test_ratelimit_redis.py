@@ -341,7 +341,7 @@ async def break_and_mend(server: PrivateRedis, breaking: signal.Signals) -> None
         if breaking == signal.SIGSTOP:
             server.signal(signal.SIGCONT)
         else:
-            server.start()
+            await asyncio.to_thread(server.start)
         mended_at = loop.time()
         await load.wait_for(1, mended_at, "ok", deadline=1.0)  # limits enforced again within a second
         await exact_again(limiter, "after")
