@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import shutil
 import signal
 import subprocess
 import sys
@@ -504,3 +505,26 @@ async def test_close_fails_a_call_in_flight(server: PrivateRedis) -> None:
     await limiter.close()
     with pytest.raises(RateLimiterUnavailable, match="closed"):
         await asyncio.wait_for(in_flight, 5)
+
+
+@needs_redis_server
+async def test_tls_url(tmp_path: Path) -> None:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed: no certificate for a TLS server")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls_port = free_port()
+    server = PrivateRedis("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                          "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")
+    trusted, _ = redis_backend(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}", prefix="p", timeout=5.0)
+    untrusted, _ = redis_backend(f"rediss://127.0.0.1:{tls_port}/0", prefix="p", timeout=5.0)
+    try:
+        assert [(await trusted.check("k", 1, 60)).allowed for _ in range(2)] == [True, False]
+        with pytest.raises(RateLimiterUnavailable, match="certificate verify failed"):
+            await untrusted.check("k", 1, 60)
+    finally:
+        await trusted.close()
+        await untrusted.close()
+        server.stop()
