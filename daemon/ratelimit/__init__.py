@@ -29,16 +29,10 @@ def from_config(config: Config) -> tuple[RateLimiter, FailureThrottle]:
     if url.startswith("memory:"):
         return MemoryRateLimiter(), MemoryFailureThrottle()
     try:
-        import importlib
-
-        redis_backend = importlib.import_module("daemon.ratelimit.redis").redis_backend
-    except ImportError:
-        from daemon.config import mask_url
-
-        raise ConfigError(
-            f"rate_limit_url {mask_url(url)} needs the Redis client: pip install 'aigov[redis]'"
-        ) from None
-    backend: tuple[RateLimiter, FailureThrottle] = redis_backend(
-        url, prefix=config.redis_prefix, timeout=config.rate_limit_timeout
-    )
-    return backend
+        from daemon.ratelimit.redis import redis_backend
+    except ImportError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        return redis_backend(url, prefix=config.redis_prefix, timeout=config.rate_limit_timeout)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
