@@ -41,7 +41,7 @@ _aigov_options() {
         "policy reload") echo "--timeout --help" ;;
         "policy show") echo "--json --help" ;;
         "policy test") echo "--input --model --operation --policy --file --json --help" ;;
-        "serve") echo "--host --port --detach --help" ;;
+        "serve") echo "--host --port --detach --workers --help" ;;
         "status") echo "--json --help" ;;
         "stop") echo "--timeout --help" ;;
     esac
@@ -62,7 +62,7 @@ _aigov_value_options() {
         "logs stats") echo "--since --until --key --model" ;;
         "policy reload") echo "--timeout" ;;
         "policy test") echo "--input --model --operation --policy --file" ;;
-        "serve") echo "--host --port" ;;
+        "serve") echo "--host --port --workers" ;;
         "stop") echo "--timeout" ;;
     esac
 }

@@ -68,7 +68,7 @@ function __aigov_value_options
         case 'policy test'
             printf '%s\n' --input --model --operation --policy --file
         case 'serve'
-            printf '%s\n' --host --port
+            printf '%s\n' --host --port --workers
         case 'stop'
             printf '%s\n' --timeout
     end
@@ -224,6 +224,7 @@ complete -c aigov -n "__aigov_at 'policy test'" -l help -d 'Show the help and ex
 complete -c aigov -n "__aigov_at 'serve'" -l host -r -d 'Address to listen on. [default: 127.0.0.1]'
 complete -c aigov -n "__aigov_at 'serve'" -l port -r -d 'Port to listen on (0: any free port). [default: 8080]'
 complete -c aigov -n "__aigov_at 'serve'" -l detach -d 'Run in the background; log to the homes aigov.log.'
+complete -c aigov -n "__aigov_at 'serve'" -l workers -r -d 'Processes on the one port (0 or auto: one per core). More than 1 needs rate_limit_url on Redis, so that limits stay exact across them. [default: 1]'
 complete -c aigov -n "__aigov_at 'serve'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'status'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'status'" -l help -d 'Show the help and exit.'

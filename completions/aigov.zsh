@@ -43,7 +43,7 @@ _aigov_options() {
         "policy reload") reply=('--timeout:Seconds to wait for the daemon to confirm.' '--help:Show the help and exit.') ;;
         "policy show") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "policy test") reply=('--input:The text to check; - reads standard input.' '--model:Model name.' '--operation:Operation.' '--policy:Named policy to apply.' '--file:Policy file. [default: the configured one]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
-        "serve") reply=('--host:Address to listen on. [default: 127.0.0.1]' '--port:Port to listen on (0: any free port). [default: 8080]' '--detach:Run in the background; log to the homes aigov.log.' '--help:Show the help and exit.') ;;
+        "serve") reply=('--host:Address to listen on. [default: 127.0.0.1]' '--port:Port to listen on (0: any free port). [default: 8080]' '--detach:Run in the background; log to the homes aigov.log.' '--workers:Processes on the one port (0 or auto: one per core). More than 1 needs rate_limit_url on Redis, so that limits stay exact across them. [default: 1]' '--help:Show the help and exit.') ;;
         "status") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "stop") reply=('--timeout:Seconds to wait for the daemon to exit.' '--help:Show the help and exit.') ;;
         *) reply=() ;;
@@ -65,7 +65,7 @@ _aigov_value_options() {
         "logs stats") reply=('--since' '--until' '--key' '--model') ;;
         "policy reload") reply=('--timeout') ;;
         "policy test") reply=('--input' '--model' '--operation' '--policy' '--file') ;;
-        "serve") reply=('--host' '--port') ;;
+        "serve") reply=('--host' '--port' '--workers') ;;
         "stop") reply=('--timeout') ;;
         *) reply=() ;;
     esac

@@ -19,12 +19,13 @@ from aiohttp import hdrs, web
 from daemon import ratelimit, storage
 from daemon.config import Config
 from daemon.handlers import CheckHandler, answer_headers, get_only, json_response, new_request_id, not_found
-from daemon.metrics import CONTENT_TYPE, render
+from daemon.metrics import CONTENT_TYPE, build_registry, render
 from daemon.openapi import openapi_spec
 from daemon.ratelimit import FailureThrottle, RateLimiter
 from daemon.service import Service
 from daemon.storage.interface import DecisionStore, KeyStore
 from daemon.storage.records import Fingerprinter, RecordBuilder, load_or_create_secret
+from daemon.workers import WorkerBoard
 
 log = logging.getLogger("aigov")
 
@@ -99,6 +100,17 @@ async def decision_log_ctx(app: web.Application) -> AsyncIterator[None]:
     await svc.dlog.close(timeout=max(30.0, svc.config.shutdown_timeout))
 
 
+async def board_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Share this worker's state with the others while it runs, and once more at the end."""
+    svc = app[SERVICE]
+    sharing = asyncio.create_task(svc.share_state(), name="aigov-share-state")
+    yield
+    await _cancel(sharing)
+    assert svc.board is not None
+    with contextlib.suppress(OSError):
+        await asyncio.to_thread(svc.board.share, svc.shared_state())
+
+
 def _prune_once(config: Config) -> int:
     """Delete decisions older than ``log_retention_days`` (checkpoints keep the chains verifiable); blocking."""
     with storage.decision_reader(config) as reader:
@@ -120,6 +132,7 @@ def create_app(
     config: Config,
     *,
     worker: int = 0,
+    shared: bool = False,
     keys: KeyStore | None = None,
     limiter: RateLimiter | None = None,
     throttle: FailureThrottle | None = None,
@@ -128,19 +141,23 @@ def create_app(
     """Build the aiohttp application for ``config``; PolicyError if the policy file is invalid.
 
     ``worker`` is this process's slot under ``aigov serve --workers N``: it names the decision
-    writer's hash chain. The backends default to what the configuration names.
+    writer's hash chain; ``shared`` workers share their state with the others (for ``/metrics``
+    and the CLI). The backends default to what the configuration names.
     """
     if limiter is None or throttle is None:
         limiter, throttle = ratelimit.from_config(config)
     if decisions is None:
         builder = RecordBuilder(Fingerprinter(load_or_create_secret(config.fingerprint_path)), config.log_inputs)
         decisions = storage.decision_store(config, storage.chain_name(worker), builder)
+    board = WorkerBoard.for_config(config, worker) if shared else None
     svc = Service(config, keys=keys or storage.key_store(config), limiter=limiter, throttle=throttle,
-                  decisions=decisions, worker=worker)
+                  decisions=decisions, worker=worker, board=board)
     app = web.Application(client_max_size=config.max_body_bytes)
     app[SERVICE] = svc
     app.cleanup_ctx.append(keys_ctx)
     app.cleanup_ctx.append(limiter_ctx)
+    if shared:  # before the decision log, so that its last share comes after the last write
+        app.cleanup_ctx.append(board_ctx)
     app.cleanup_ctx.append(decision_log_ctx)
 
     async def healthz(request: web.Request) -> web.StreamResponse:
@@ -154,8 +171,9 @@ def create_app(
         return json_response(status, status=200 if not problems else 503)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        snapshot = await svc.metrics()
         headers = answer_headers(new_request_id(), content_type=CONTENT_TYPE)
-        return web.Response(body=render(svc.registry), headers=headers)
+        return web.Response(body=render(build_registry(lambda: snapshot)), headers=headers)
 
     spec = openapi_spec()
 

@@ -1,13 +1,15 @@
 """Running the daemon: single-instance pid file, listening socket, signals, graceful shutdown.
 
-SIGTERM/SIGINT: stop listening, let in-flight requests finish (up to
-``shutdown_timeout``), flush the decision log, close the database, exit 0.
-SIGHUP: reload the policy file; an invalid file keeps the old policy.
+SIGTERM/SIGINT: stop listening, let in-flight requests finish (up to ``shutdown_timeout``), flush
+the decision log, close the database, exit 0. SIGHUP: reload the policy file; an invalid file keeps
+the old policy. With ``workers`` above 1 a parent supervises that many such processes on one port
+(:mod:`daemon.workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -24,45 +26,99 @@ from daemon.pidfile import PidFile
 log = logging.getLogger("aigov")
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run the daemon until SIGTERM or SIGINT; AigovError for start-up problems."""
+    """Run the daemon in this process until SIGTERM or SIGINT; AigovError for start-up problems."""
     config.paths.ensure()
     pid = PidFile(config.paths.pid_file)
     pid.acquire()
     try:
-        await _serve(config, pid, on_ready)
+
+        def listening(url: str) -> None:
+            pid.write({"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file),
+                       "workers": [os.getpid()]})
+            if on_ready:
+                on_ready(url)
+
+        await run_app(config, slot=0, port=config.port, on_listening=listening)
     finally:
         pid.release()
 
 
-async def _serve(config: Config, pid: PidFile, on_ready: Callable[[str], None] | None) -> None:
-    app = create_app(config)
+def serve_workers(config: Config, n: int, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run ``n`` worker processes on one port under this one until SIGTERM or SIGINT (blocking)."""
+    from daemon import storage
+    from daemon.storage.records import load_or_create_secret
+    from daemon.workers import Supervisor, WorkerBoard, check_workers, reserve_port
+
+    check_workers(config, n)
+    config.paths.ensure()
+    pid = PidFile(config.paths.pid_file)
+    pid.acquire()
+    try:
+        # What every worker would otherwise race for: the schema, the fingerprint secret, the port.
+        with storage.decision_reader(config, migrate=False) as reader:
+            reader.upgrade()
+        load_or_create_secret(config.fingerprint_path)
+        WorkerBoard.for_config(config).reset()
+        reserved = reserve_port(config.host, config.port)
+        port = int(reserved.getsockname()[1])
+        url = _url(config.host, port)
+        info = {"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file)}
+        sup = Supervisor(config, n, port, lambda pids: pid.write({**info, "workers": pids}))
+        pid.write({**info, "workers": []})  # clients see the daemon (not yet ready) while its workers start
+        try:
+            sup.start()
+        finally:
+            reserved.close()
+        pid.write({**info, "workers": sup.pids()})
+        log.info("aigov listening on %s with %d workers (pids %s)", url, n, ", ".join(map(str, sup.pids())))
+        if on_ready:
+            on_ready(url)
+        sup.run()
+    finally:
+        pid.release()
+    log.info("stopped")
+
+
+async def run_app(
+    config: Config, *, slot: int, port: int, shared: bool = False, on_listening: Callable[[str], None] | None = None
+) -> None:
+    """Serve the app on ``config.host:port`` until SIGTERM (or SIGINT), then shut down gracefully.
+
+    ``slot`` is the worker's place under ``--workers N`` (0 when alone); ``shared`` workers share
+    the port (SO_REUSEPORT) and their state (:class:`daemon.workers.WorkerBoard`).
+    """
+    app = create_app(config, worker=slot, shared=shared)
     svc = app[SERVICE]
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
     await runner.setup()
     assert runner.server is not None  # set by setup()
     route_hot_path(app, runner.server)
     try:
-        site = web.TCPSite(runner, config.host, config.port, backlog=2048, reuse_address=True)
+        site = web.TCPSite(runner, config.host, port, backlog=2048, reuse_address=True, reuse_port=shared)
         try:
             await site.start()
         except OSError as e:
-            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
+            raise ConfigError(f"cannot listen on {config.host}:{port}: {e.strerror or e}") from None
         addrs = runner.addresses
-        port = int(addrs[0][1]) if addrs else config.port
-        host = f"[{config.host}]" if ":" in config.host else config.host
-        url = f"http://{host}:{port}"
-        pid.write({"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file)})
+        url = _url(config.host, int(addrs[0][1]) if addrs else port)
         log.info(
-            "aigov listening on %s (db %s, policy %s, %d active keys)",
-            url, config.db_file, svc.policies.version, svc.auth.active_count(),
+            "aigov %s on %s (%s, policy %s, %d active keys, rate limits %s)",
+            f"worker {slot} (pid {os.getpid()}) listening" if shared else "listening", url,
+            config.db_file if config.backend == "sqlite" else "PostgreSQL", svc.policies.version,
+            svc.auth.active_count(), config.rate_limit_url.partition(":")[0],
         )
-        if on_ready:
-            on_ready(url)
+        if on_listening:
+            on_listening(url)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            with contextlib.suppress(ValueError):  # SIGINT ignored in a worker: the parent sends SIGTERM
+                loop.add_signal_handler(sig, stop.set)
 
         async def reload() -> None:
             try:
@@ -74,8 +130,11 @@ async def _serve(config: Config, pid: PidFile, on_ready: Callable[[str], None] |
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
         await stop.wait()
         log.info("shutting down: finishing in-flight requests, flushing the decision log")
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        loop.remove_signal_handler(signal.SIGHUP)
+        # A second SIGTERM (a supervisor's, after its process group got one) must not cut the drain short.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError):
+                loop.add_signal_handler(sig, lambda: log.info("already shutting down"))
     finally:
         await runner.cleanup()
     log.info("stopped (%d decisions written)", svc.stats.decisions_written)

@@ -19,12 +19,13 @@ from daemon import __version__
 from daemon.auth import Authenticator
 from daemon.config import Config
 from daemon.decisionlog import DecisionLog
-from daemon.metrics import Stats, build_registry
+from daemon.metrics import Snapshot, Stats, merge
 from daemon.policy.engine import unknown_policy_decision
 from daemon.policy.loader import PolicySet, load_policy_file
 from daemon.policy.model import Decision
 from daemon.ratelimit import FailureThrottle, RateLimiter
 from daemon.storage.interface import DecisionStore, KeyStore
+from daemon.workers import SHARE_INTERVAL, WorkerBoard
 
 log = logging.getLogger("aigov")
 
@@ -41,11 +42,14 @@ class Service:
         throttle: FailureThrottle,
         decisions: DecisionStore,
         worker: int = 0,
+        board: WorkerBoard | None = None,
     ) -> None:
         self.config = config
         self.worker = worker
+        self.board = board
         self.stats = Stats()
-        self.registry = build_registry(self.stats)
+        # A worker restarted in its slot continues the counters its predecessor shared.
+        self._base: Snapshot | None = board.previous() if board is not None else None
         self.keys = keys
         self.limiter = limiter
         self.throttle = throttle
@@ -85,6 +89,8 @@ class Service:
         async with self._reload_lock:
             new = await asyncio.to_thread(load_policy_file, self.config.policy_path)
             self.policies = new
+            if self.board is not None:  # `aigov policy reload` waits for every worker's new version
+                await asyncio.to_thread(self.board.share, self.shared_state())
             return new
 
     def status(self) -> dict[str, Any]:
@@ -102,6 +108,33 @@ class Service:
             "database": self.config.backend,
             "rate_limiter": self.config.rate_limit_url.partition(":")[0],
         }
+
+    def shared_state(self) -> dict[str, Any]:
+        """What this worker shares with the others (:class:`~daemon.workers.WorkerBoard`)."""
+        return {"slot": self.worker, "pid": os.getpid(), "policy_version": self.policies.version,
+                "ready": self.dlog.healthy and not self.closing, "updated": time.time(),
+                "metrics": self.snapshot()}
+
+    def snapshot(self) -> Snapshot:
+        """This process's counters (continuing its slot's, after a restart)."""
+        own = self.stats.snapshot()
+        return merge([self._base, own]) if self._base is not None else own
+
+    async def metrics(self) -> Snapshot:
+        """The counters ``/metrics`` exports: this process's, or under ``--workers N`` every worker's summed."""
+        if self.board is None:
+            return self.snapshot()
+        return await asyncio.to_thread(self.board.merged_metrics, self.shared_state())
+
+    async def share_state(self) -> None:
+        """Rewrite this worker's file on the board, every :data:`SHARE_INTERVAL` seconds, until cancelled."""
+        assert self.board is not None
+        while True:
+            try:
+                await asyncio.to_thread(self.board.share, self.shared_state())
+            except OSError as e:  # a full or read-only state directory: the daemon serves on
+                log.warning("could not share this worker's state: %s", e)
+            await asyncio.sleep(SHARE_INTERVAL)
 
     async def problems(self) -> list[str]:
         """Why this daemon should not get traffic now (empty when it is ready)."""

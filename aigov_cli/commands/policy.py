@@ -174,11 +174,20 @@ def reload(
     if pid is None or info is None:
         raise AigovError("aigov is not running; the new policy applies when it starts")
     os.kill(pid, signal.SIGHUP)
+    workers = len(info.get("workers") or [pid])
     deadline = time.time() + timeout
     while time.time() < deadline:
-        ready = _get_json(f"{info['url']}/readyz")
-        if ready and ready.get("policy_version") == ps.version:
-            typer.echo(f"policy reloaded: version {ps.version} ({', '.join(ps.names)})")
+        if workers > 1:  # every worker says which policy it runs on the board they share
+            from daemon.workers import WorkerBoard
+
+            versions = [s.get("policy_version") for s in WorkerBoard.for_config(cfg).states()]
+            done = len(versions) >= workers and all(v == ps.version for v in versions)
+        else:
+            ready = _get_json(f"{info['url']}/readyz")
+            done = ready is not None and ready.get("policy_version") == ps.version
+        if done:
+            typer.echo(f"policy reloaded: version {ps.version} ({', '.join(ps.names)})"
+                       + (f" in all {workers} workers" if workers > 1 else ""))
             return
         time.sleep(0.1)
     raise AigovError(f"the daemon did not confirm policy version {ps.version} within {timeout:g} s; see its log")
