@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon import tls
 from daemon.app import SERVICE, create_app, route_hot_path
 from daemon.config import Config
 from daemon.errors import AigovError, ConfigError
@@ -118,7 +119,9 @@ async def _serve(config: Config, pid: PidFile, on_ready: Callable[[str], None] |
     assert runner.server is not None  # set by setup()
     route_hot_path(app, runner.server)
     try:
-        site = web.TCPSite(runner, config.host, config.port, backlog=2048, reuse_address=True)
+        ssl_context = tls.listen_context(config)  # None: plain HTTP (warned about beyond loopback)
+        site = web.TCPSite(runner, config.host, config.port, backlog=2048, reuse_address=True,
+                           ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as e:
@@ -126,7 +129,7 @@ async def _serve(config: Config, pid: PidFile, on_ready: Callable[[str], None] |
         addrs = runner.addresses
         port = int(addrs[0][1]) if addrs else config.port
         host = f"[{config.host}]" if ":" in config.host else config.host
-        url = f"http://{host}:{port}"
+        url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
         pid.write({"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file)})
         log.info(
             "aigov listening on %s (db %s, policy %s, %d active keys)",
