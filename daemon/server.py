@@ -26,6 +26,7 @@ from daemon import tls
 from daemon.app import SERVICE, create_app, route_hot_path
 from daemon.config import Config
 from daemon.errors import AigovError, ConfigError
+from daemon.sentry import init_sentry
 
 log = logging.getLogger("aigov")
 
@@ -102,6 +103,7 @@ def daemon_running(path: Path) -> dict[str, Any] | None:
 
 async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the daemon until SIGTERM or SIGINT; AigovError for start-up problems."""
+    init_sentry(config)  # nothing without sentry_dsn
     config.paths.ensure()
     pid = PidFile(config.paths.pid_file)
     pid.acquire()
