@@ -5,11 +5,12 @@
 
 _aigov_subcommands() {
     case "$1" in
-        "") echo "audit dashboard init keys loadtest logs policy serve status stop" ;;
+        "") echo "audit dashboard init keys loadtest logs policy serve service status stop" ;;
         "dashboard") echo "export prometheus-config" ;;
         "keys") echo "create list revoke rotate show update" ;;
         "logs") echo "export prune stats" ;;
         "policy") echo "check reload show test" ;;
+        "service") echo "install uninstall" ;;
     esac
 }
 _aigov_options() {
@@ -27,7 +28,7 @@ _aigov_options() {
         "keys rotate") echo "--grace --json --help" ;;
         "keys show") echo "--json --help" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in --json --help" ;;
-        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --help" ;;
+        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --ca-file --help" ;;
         "logs") echo "--since --until --key --decision --rule --model --request-id --limit -f --follow --json --show-input --help" ;;
         "logs export") echo "--format --out --since --until --key --decision --rule --model --show-input --help" ;;
         "logs prune") echo "--older-than --json --help" ;;
@@ -38,6 +39,9 @@ _aigov_options() {
         "policy show") echo "--json --help" ;;
         "policy test") echo "--input --model --operation --policy --file --json --help" ;;
         "serve") echo "--host --port --detach --help" ;;
+        "service") echo "--help" ;;
+        "service install") echo "--user --run-as --print --force --unit-dir --json --help" ;;
+        "service uninstall") echo "--user --unit-dir --json --help" ;;
         "status") echo "--json --help" ;;
         "stop") echo "--timeout --help" ;;
     esac
@@ -51,7 +55,7 @@ _aigov_value_options() {
         "keys create") echo "--name --rate-limit --expires-in --policy" ;;
         "keys rotate") echo "--grace" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in" ;;
-        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step" ;;
+        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --ca-file" ;;
         "logs") echo "--since --until --key --decision --rule --model --request-id --limit" ;;
         "logs export") echo "--format --out --since --until --key --decision --rule --model" ;;
         "logs prune") echo "--older-than" ;;
@@ -59,6 +63,8 @@ _aigov_value_options() {
         "policy reload") echo "--timeout" ;;
         "policy test") echo "--input --model --operation --policy --file" ;;
         "serve") echo "--host --port" ;;
+        "service install") echo "--run-as --unit-dir" ;;
+        "service uninstall") echo "--unit-dir" ;;
         "stop") echo "--timeout" ;;
     esac
 }
@@ -72,11 +78,14 @@ _aigov_values() {
         "loadtest|--out") echo "__path__" ;;
         "loadtest|--csv") echo "__path__" ;;
         "loadtest|--body-file") echo "__path__" ;;
+        "loadtest|--ca-file") echo "__path__" ;;
         "logs|--decision") echo "allow block" ;;
         "logs export|--format") echo "jsonl csv" ;;
         "logs export|--out") echo "__path__" ;;
         "logs export|--decision") echo "allow block" ;;
         "policy test|--file") echo "__path__" ;;
+        "service install|--unit-dir") echo "__path__" ;;
+        "service uninstall|--unit-dir") echo "__path__" ;;
     esac
 }
 

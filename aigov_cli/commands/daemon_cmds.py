@@ -83,6 +83,9 @@ def serve(
     _setup_logging(cfg.log_level)
 
     def ready(url: str) -> None:
+        from aigov_cli.systemd import notify
+
+        notify(f"READY=1\nSTATUS=listening on {url}")  # Type=notify units: systemctl start returns now
         sys.stderr.write(
             f"aigov is ready at {url}\n"
             f"  create a key:  aigov keys create --name demo\n"
