@@ -26,6 +26,7 @@ from daemon.handlers import CheckHandler, answer_headers, get_only, json_respons
 from daemon.metrics import CONTENT_TYPE, Stats, build_registry, render
 from daemon.openapi import openapi_spec
 from daemon.policy.loader import PolicySet, load_policy_file
+from daemon.policywatch import policy_watch_ctx
 from daemon.ratelimit import MemoryRateLimiter, RateLimiter
 from daemon.storage import db as dbmod
 from daemon.storage.keys import SqliteKeyStore
@@ -271,6 +272,9 @@ def create_app(config: Config, *, limiter: RateLimiter | None = None) -> web.App
     app[SERVICE] = svc
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(decision_log_ctx)
+    if config.policy_watch_interval > 0:
+        app.cleanup_ctx.append(policy_watch_ctx(config.policy_path, config.policy_watch_interval,
+                                                svc.reload_policy, lambda: svc.policies.version))
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return json_response({"status": "ok", "uptime_seconds": round(time.time() - svc.started, 3)})
