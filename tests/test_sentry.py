@@ -89,11 +89,12 @@ def recorder() -> Iterator[Recorder]:
 
 
 @contextlib.contextmanager
-def crashing_daemon(home: Path, dsn: str) -> Iterator[int]:
-    """A real daemon whose policy engine crashes on ``crash-me`` (tests/crashing_aigov.py); yields its port."""
+def crashing_daemon(home: Path, dsn: str, **extra: str) -> Iterator[int]:
+    """A real daemon whose policy engine crashes on ``crash-me`` and whose decision writer fails once on
+    ``writer-fails`` (tests/crashing_aigov.py); yields its port."""
     port = free_port()
     log = home / "serve.log"
-    env = env_for(home, AIGOV_SENTRY_DSN=dsn, AIGOV_SENTRY_ENVIRONMENT="pilot-test")
+    env = env_for(home, AIGOV_SENTRY_DSN=dsn, AIGOV_SENTRY_ENVIRONMENT="pilot-test", **extra)
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, str(CRASHING_AIGOV), "serve", "--port", str(port)],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -148,6 +149,37 @@ def test_a_crash_on_a_prompt_with_a_card_reports_without_it(home: Path, recorder
     raw = b"\n".join(recorder.envelopes).decode()
     for secret in (CARD, CARD.replace(" ", ""), "5555", "zebra-quokka", token, token[30:]):
         assert secret not in raw, f"{secret!r} left the process"
+
+
+@pytest.mark.e2e
+def test_a_failing_decision_write_is_reported_without_the_prompt(home: Path, recorder: Recorder) -> None:
+    from tests.daemon_proc import create_key
+
+    token = create_key(home, "sentry")["token"]
+    prompt = f"zebra-quokka writer-fails on card {CARD}"
+    with crashing_daemon(home, recorder.dsn, AIGOV_LOG_FLUSH_INTERVAL="0.1") as port:
+        assert _post(port, token, prompt) == 200  # answered (a block); its record is written on the retry
+        deadline = time.monotonic() + 15
+        while not recorder.events() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    events = recorder.events()
+    assert events, "the writer's failure was not reported"
+    assert events[0]["level"] == "error" and "decision log write failed" in events[0]["logentry"]["message"]
+    assert "database or disk is full" in json.dumps(events[0])
+    raw = b"\n".join(recorder.envelopes).decode()
+    for secret in (CARD, "zebra-quokka", token):
+        assert secret not in raw, f"{secret!r} left the process"
+    logs = json.loads(cli_logs(home))
+    assert logs and logs[0]["decision"] == "block"  # nothing answered was lost
+
+
+def cli_logs(home: Path) -> str:
+    """``aigov logs --json`` as one JSON array."""
+    from tests.daemon_proc import cli
+
+    r = cli(home, "logs", "--json")
+    assert r.returncode == 0, r.stderr
+    return "[" + ",".join(line for line in r.stdout.splitlines() if line.strip()) + "]"
 
 
 def test_scrub_event_drops_locals_request_data_and_credentials() -> None:
