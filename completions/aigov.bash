@@ -18,8 +18,8 @@ _aigov_options() {
         "") echo "--home --version --help" ;;
         "audit") echo "--url --json --sarif --fail-on --skip-deps --help" ;;
         "dashboard") echo "--help" ;;
-        "dashboard export") echo "--out --title --help" ;;
-        "dashboard prometheus-config") echo "--job --interval --help" ;;
+        "dashboard export") echo "--out --title --datasource-uid --help" ;;
+        "dashboard prometheus-config") echo "--job --interval --url --help" ;;
         "init") echo "--force --help" ;;
         "keys") echo "--help" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy --json --help" ;;
@@ -50,8 +50,8 @@ _aigov_value_options() {
     case "$1" in
         "") echo "--home" ;;
         "audit") echo "--url --sarif --fail-on" ;;
-        "dashboard export") echo "--out --title" ;;
-        "dashboard prometheus-config") echo "--job --interval" ;;
+        "dashboard export") echo "--out --title --datasource-uid" ;;
+        "dashboard prometheus-config") echo "--job --interval --url" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy" ;;
         "keys rotate") echo "--grace" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in" ;;

@@ -44,9 +44,9 @@ function __aigov_value_options
         case 'audit'
             printf '%s\n' --url --sarif --fail-on
         case 'dashboard export'
-            printf '%s\n' --out --title
+            printf '%s\n' --out --title --datasource-uid
         case 'dashboard prometheus-config'
-            printf '%s\n' --job --interval
+            printf '%s\n' --job --interval --url
         case 'keys create'
             printf '%s\n' --name --rate-limit --expires-in --policy
         case 'keys rotate'
@@ -108,9 +108,11 @@ complete -c aigov -n "__aigov_at 'dashboard'" -a prometheus-config -d 'Print a P
 complete -c aigov -n "__aigov_at 'dashboard'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l out -r -F -d 'Write to FILE. [default: stdout]'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l title -r -d 'The dashboards title.'
+complete -c aigov -n "__aigov_at 'dashboard export'" -l datasource-uid -r -d 'Bind the panels to this Grafana datasource uid (for file provisioning) instead of asking for the source at import.'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l job -r -d 'The job name.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l interval -r -d 'The scrape interval.'
+complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l url -r -d 'Scrape the daemon at this URL (e.g. http://aigov:8080 in a compose network). [default: the daemon of this home]'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'init'" -l force -d 'Overwrite existing files.'
 complete -c aigov -n "__aigov_at 'init'" -l help -d 'Show the help and exit.'

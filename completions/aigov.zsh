@@ -20,8 +20,8 @@ _aigov_options() {
         "") reply=('--home:Keep every file (config, database, policy, pid, log) under DIR. Same as AIGOV_HOME.' '--version:Print the version and exit.' '--help:Show the help and exit.') ;;
         "audit") reply=('--url:Probe the daemon at this URL. [default: the running daemon of this home]' '--json:Print one JSON document.' '--sarif:Also write the findings as SARIF 2.1.0 to FILE.' '--fail-on:Exit 1 when a finding is at or above this severity.' '--skip-deps:Do not run pip-audit on the installed packages.' '--help:Show the help and exit.') ;;
         "dashboard") reply=('--help:Show the help and exit.') ;;
-        "dashboard export") reply=('--out:Write to FILE. [default: stdout]' '--title:The dashboards title.' '--help:Show the help and exit.') ;;
-        "dashboard prometheus-config") reply=('--job:The job name.' '--interval:The scrape interval.' '--help:Show the help and exit.') ;;
+        "dashboard export") reply=('--out:Write to FILE. [default: stdout]' '--title:The dashboards title.' '--datasource-uid:Bind the panels to this Grafana datasource uid (for file provisioning) instead of asking for the source at import.' '--help:Show the help and exit.') ;;
+        "dashboard prometheus-config") reply=('--job:The job name.' '--interval:The scrape interval.' '--url:Scrape the daemon at this URL (e.g. http://aigov:8080 in a compose network). [default: the daemon of this home]' '--help:Show the help and exit.') ;;
         "init") reply=('--force:Overwrite existing files.' '--help:Show the help and exit.') ;;
         "keys") reply=('--help:Show the help and exit.') ;;
         "keys create") reply=('--name:A name to recognise the key by.' '--rate-limit:N/PERIOD, e.g. 100/60s, 1000/1h. [default: the configs default_rate_limit, 100/60s]' '--expires-in:Expire after this long, e.g. 90d, 12h. [default: never]' '--policy:The named policy this keys checks use.' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
@@ -53,8 +53,8 @@ _aigov_value_options() {
     case "$1" in
         "") reply=('--home') ;;
         "audit") reply=('--url' '--sarif' '--fail-on') ;;
-        "dashboard export") reply=('--out' '--title') ;;
-        "dashboard prometheus-config") reply=('--job' '--interval') ;;
+        "dashboard export") reply=('--out' '--title' '--datasource-uid') ;;
+        "dashboard prometheus-config") reply=('--job' '--interval' '--url') ;;
         "keys create") reply=('--name' '--rate-limit' '--expires-in' '--policy') ;;
         "keys rotate") reply=('--grace') ;;
         "keys update") reply=('--rate-limit' '--policy' '--name' '--expires-in') ;;
