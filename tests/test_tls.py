@@ -180,7 +180,8 @@ def test_daemon_serves_https_and_the_cli_follows(tmp_path: Path, certs: Certs) -
     home = tmp_path / "home"
     with tls_daemon(home, certs) as d:
         ca = client_context(ca_file=str(certs.ca))
-        made = cli(home, "keys", "create", "--name", "tls", "--json", AIGOV_BCRYPT_COST="10")
+        made = cli(home, "keys", "create", "--name", "tls", "--rate-limit", "10000/1m", "--json",
+                   AIGOV_BCRYPT_COST="10")
         key = json.loads(made.stdout)
         status, body, version = d.request(
             "POST", "/v1/check", ca, json.dumps(BODY).encode(),
@@ -216,18 +217,19 @@ def test_daemon_serves_https_and_the_cli_follows(tmp_path: Path, certs: Certs) -
         assert info["url"] == f"https://127.0.0.1:{d.port}" and info["ready"] is True
 
         # The same daemon, found through the pid file without --url: the configured certificate is trusted.
-        lt = cli(home, "loadtest", "--mode", "normal", "--rate", "40", "--duration", "1s", "--json", **env)
+        key_args = ("--key", key["token"])  # no temporary keys: the run is about the transport
+        lt = cli(home, "loadtest", *key_args, "--rate", "40", "--duration", "1s", "--json", **env)
         assert lt.returncode == 0, lt.stderr
         doc = json.loads(lt.stdout)
         assert doc["target"]["url"].startswith("https://") and doc["requests"]["ok"] > 0
 
         url = f"https://localhost:{d.port}"
-        lt = cli(home, "loadtest", "--url", url, "--ca-file", str(certs.ca), "--rate", "40", "--duration", "1s",
-                 "--json", **env)
+        lt = cli(home, "loadtest", *key_args, "--url", url, "--ca-file", str(certs.ca), "--rate", "40",
+                 "--duration", "1s", "--json", **env)
         assert lt.returncode == 0, lt.stderr
         assert json.loads(lt.stdout)["requests"]["errors"] == 0
 
-        lt = cli(home, "loadtest", "--url", url, "--rate", "40", "--duration", "1s", **env)
+        lt = cli(home, "loadtest", *key_args, "--url", url, "--rate", "40", "--duration", "1s", **env)
         assert lt.returncode == 2 and "did not verify" in lt.stderr and "--ca-file" in lt.stderr, lt.stderr
 
         au = cli(home, "audit", "--json", "--skip-deps", **env)
