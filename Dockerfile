@@ -14,8 +14,9 @@ WORKDIR /src
 COPY pyproject.toml README.md CHANGELOG.md ./
 COPY aigov_cli ./aigov_cli
 COPY daemon ./daemon
-# Optional parts installed in the image: the Redis rate limiter, PostgreSQL storage, Sentry reports.
-ARG AIGOV_EXTRAS=redis,postgres,sentry
+# Optional parts installed in the image: the Redis rate limiter and Sentry reports (add the
+# PostgreSQL extra here once the build has one).
+ARG AIGOV_EXTRAS=redis,sentry
 # uvloop is what `aigov serve` runs on when it is installed: a faster event loop.
 ARG UVLOOP_VERSION=0.21.0
 RUN pip wheel --wheel-dir /wheels ".[${AIGOV_EXTRAS}]" "uvloop==${UVLOOP_VERSION}" \

@@ -5,8 +5,9 @@
 
 _aigov_subcommands() {
     case "$1" in
-        "") echo "audit dashboard init keys loadtest logs policy serve service status stop" ;;
+        "") echo "audit dashboard db init keys loadtest logs policy serve service status stop" ;;
         "dashboard") echo "export prometheus-config" ;;
+        "db") echo "status upgrade" ;;
         "keys") echo "create list revoke rotate show update" ;;
         "logs") echo "export prune stats" ;;
         "policy") echo "check reload show test" ;;
@@ -20,6 +21,9 @@ _aigov_options() {
         "dashboard") echo "--help" ;;
         "dashboard export") echo "--out --title --datasource-uid --help" ;;
         "dashboard prometheus-config") echo "--job --interval --url --help" ;;
+        "db") echo "--help" ;;
+        "db status") echo "--json --help" ;;
+        "db upgrade") echo "--json --help" ;;
         "init") echo "--force --help" ;;
         "keys") echo "--help" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy --json --help" ;;

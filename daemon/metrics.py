@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from daemon.auth import FAILURE_REASONS
+
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -35,6 +37,15 @@ class Stats:
         self.auth_failures: dict[str, int] = {}
         self.queue_size: Callable[[], int] = lambda: 0
         self.active_keys: Callable[[], int] = lambda: 0
+        self.limiter_errors: Callable[[], int] = lambda: 0
+
+    def written(self, n: int) -> None:
+        """Count ``n`` decisions written."""
+        self.decisions_written += n
+
+    def write_failed(self) -> None:
+        """Count one failed decision-log write (it is retried)."""
+        self.decision_log_errors += 1
 
     def request(self, endpoint: str, status: int, seconds: float | None = None) -> None:
         """Count one answered request (and its latency, for /v1/check)."""
@@ -89,8 +100,11 @@ class StatsCollector(Collector):
         yield CounterMetricFamily(
             "aigov_decision_log_errors", "Failed decision-log writes (retried)", value=s.decision_log_errors
         )
+        yield CounterMetricFamily(
+            "aigov_rate_limit_backend_errors", "Rate-limiter calls that failed or timed out", value=s.limiter_errors()
+        )
         a = CounterMetricFamily("aigov_auth_failures", "Failed authentications by reason", labels=["reason"])
-        for reason in ("missing", "malformed", "unknown", "revoked", "expired", "wrong_secret", "throttled"):
+        for reason in FAILURE_REASONS:
             a.add_metric([reason], s.auth_failures.get(reason, 0))
         yield a
 

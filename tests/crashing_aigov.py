@@ -11,14 +11,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from daemon.decisionlog import Entry, SqliteDecisionStore
 from daemon.policy.engine import CompiledPolicy
 from daemon.policy.model import Decision
+from daemon.storage.records import Entry
+from daemon.storage.sqlite_decisions import SqliteDecisionStore
 
 CRASH_MARKER = "crash-me"
 WRITER_MARKER = "writer-fails"
 _evaluate = CompiledPolicy.evaluate
-_write_batches = SqliteDecisionStore.write_batches
+_write_sync = SqliteDecisionStore.write_sync
 _failed: set[str] = set()
 
 
@@ -29,18 +30,17 @@ def _crashing_evaluate(self: CompiledPolicy, model: str, operation: str, text: s
     return _evaluate(self, model, operation, text)
 
 
-def _failing_write_batches(self: SqliteDecisionStore, batches: Sequence[Sequence[Entry]]) -> int:
-    for batch in batches:
-        for entry in batch:
-            if WRITER_MARKER in entry.input_text and entry.request_id not in _failed:
-                _failed.add(entry.request_id)  # once: the writer's retry then succeeds
-                raise sqlite3.OperationalError("database or disk is full")
-    return _write_batches(self, batches)
+def _failing_write_sync(self: SqliteDecisionStore, batch: Sequence[Entry]) -> None:
+    for entry in batch:
+        if WRITER_MARKER in entry.input_text and entry.request_id not in _failed:
+            _failed.add(entry.request_id)  # once: the writer's retry then succeeds
+            raise sqlite3.OperationalError("database or disk is full")
+    _write_sync(self, batch)
 
 
 if __name__ == "__main__":
     CompiledPolicy.evaluate = _crashing_evaluate  # type: ignore[method-assign]
-    SqliteDecisionStore.write_batches = _failing_write_batches  # type: ignore[method-assign]
+    SqliteDecisionStore.write_sync = _failing_write_sync  # type: ignore[method-assign]
     from aigov_cli.main import main
 
     main()

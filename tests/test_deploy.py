@@ -209,8 +209,15 @@ def test_kubernetes_resources_fit_together(tmp_path: Path) -> None:
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["resources"]["requests"] and c["resources"]["limits"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and pod["spec"]["securityContext"]["runAsNonRoot"]
-    # Every Secret key the pods read exists (the optional Sentry one too, empty).
+    # Every Secret key the pods read exists (the optional Sentry one too, empty), and every pod reads
+    # the one fingerprint secret (a home of its own would make one per pod).
     secret = app["Secret/aigov"]["stringData"]
+    env = {e["name"]: e for e in c["env"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    secret_mounts = [m for m in c["volumeMounts"] if "secret" in volumes[m["name"]]]
+    assert [volumes[m["name"]]["secret"]["items"][0]["key"] for m in secret_mounts] == ["fingerprint.key"]
+    assert env["AIGOV_FINGERPRINT_SECRET_FILE"]["value"] == secret_mounts[0]["mountPath"] + "/fingerprint.key"
+    assert "fingerprint.key" in secret
     for container in (c, job["spec"]["template"]["spec"]["containers"][0]):
         for e in container["env"]:
             if "valueFrom" in e:

@@ -67,11 +67,9 @@ def check_bcrypt_cost(ctx: AuditContext) -> list[Finding]:
             f"bcrypt_cost = {cfg.bcrypt_cost}", "Set bcrypt_cost = 12 (or more) in config.toml, then rotate keys.",
             location=str(cfg.paths.config_file),
         ))
-    conn = ctx.db()
-    if conn is not None and ctx.has_table("api_keys"):
+    if ctx.db_exists():
         weak: list[str] = []
-        for key_id, h in conn.execute("SELECT key_id, secret_hash FROM api_keys WHERE revoked_at IS NULL"):
-            raw = h if isinstance(h, bytes) else str(h).encode()
+        for key_id, raw in ((k.key_id, k.secret_hash) for k in ctx.keys() if k.revoked_at is None):
             parts = raw.split(b"$")
             if len(parts) > 2 and parts[2].isdigit() and int(parts[2]) < MIN_BCRYPT_COST:
                 weak.append(f"{key_id} (cost {int(parts[2])})")
@@ -80,7 +78,7 @@ def check_bcrypt_cost(ctx: AuditContext) -> list[Finding]:
                 "AG301", "API keys hashed with bcrypt cost below 12", Severity.MEDIUM,
                 f"{len(weak)} active key(s): {', '.join(weak[:10])}" + (" ..." if len(weak) > 10 else ""),
                 "Raise bcrypt_cost to 12, then `aigov keys rotate KEY_ID` for each key listed.",
-                location=str(ctx.db_path),
+                location=ctx.db_location,
             ))
     return out
 

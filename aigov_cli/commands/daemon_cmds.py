@@ -70,7 +70,7 @@ def serve(
     """Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C."""
     import asyncio
 
-    from daemon.server import already_running, daemon_running
+    from daemon.pidfile import already_running, daemon_running
     from daemon.server import serve as run
 
     cfg = load_cfg(host=host, port=port)
@@ -105,7 +105,7 @@ def serve(
 def _detach(cfg: Any, host: str | None, port: int | None) -> None:
     """Start ``aigov serve`` as a background process and wait until it answers."""
     from daemon.errors import ConfigError
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     cfg.paths.ensure()
     args = [sys.executable, *_same_package_flags(), "-m", "aigov_cli", "serve"]
@@ -185,7 +185,7 @@ def stop(
     import signal
 
     from daemon.errors import AigovError
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
@@ -211,7 +211,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running."""
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)

@@ -64,7 +64,7 @@ def prometheus_config(
     from aigov_cli.dashboard.prometheus import scrape_config
     from aigov_cli.output import config as load_cfg
     from daemon.errors import ConfigError
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     if url is not None:
         if not re.fullmatch(r"https?://[^\s/'\"]+/?", url):

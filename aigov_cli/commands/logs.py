@@ -12,10 +12,9 @@ import typer
 from aigov_cli.output import config as load_cfg
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from aigov_cli.logs.query import Filter
     from daemon.config import Config
+    from daemon.storage.interface import DecisionReader
 
 app = typer.Typer(
     help="Read the decision log: list and follow decisions, export, stats, prune.",
@@ -67,12 +66,12 @@ def _filter(since: str | None, until: str | None, key: str | None = None, decisi
                   decision.value if decision else None, rule, model, request_id=request_id)
 
 
-def _open() -> tuple[Config, sqlite3.Connection | None]:
-    """The configuration and a read-only connection to its database (None when there is none yet)."""
-    from aigov_cli.logs.query import connect_ro
+def _open() -> tuple[Config, DecisionReader]:
+    """The configuration and a reader of its decision log (an empty log when there is no database yet)."""
+    from daemon.storage import decision_reader
 
     cfg = load_cfg()
-    return cfg, connect_ro(cfg.db_file)
+    return cfg, decision_reader(cfg)
 
 
 def _line(d: dict[str, Any]) -> str:
@@ -102,41 +101,36 @@ def logs(
         return
     import json
 
-    from aigov_cli.logs.query import iter_decisions, latest, max_id, public
+    from aigov_cli.logs.query import follow as do_follow
+    from aigov_cli.logs.query import public
 
     flt = _filter(since, until, key, decision, rule, model, request_id)
-    cfg, conn = _open()
-    top = 0
-    rows: Any = []
-    if conn is not None:
-        top = max_id(conn)
-        rows = iter_decisions(conn, flt) if limit == 0 else latest(conn, flt, limit, upto=top)
+    cfg, reader = _open()
+    with reader:
+        top = reader.max_id()
+        rows: Any = reader.iter_decisions(flt) if limit == 0 else reader.latest(flt, limit, upto=top)
 
-    def emit(row: dict[str, Any]) -> None:
-        d = public(row, show_input, hashes=False)
-        if as_json:
-            sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
-        else:
-            sys.stdout.write(_line(d) + "\n")
-        sys.stdout.flush()
+        def emit(row: dict[str, Any]) -> None:
+            d = public(row, show_input, hashes=False)
+            if as_json:
+                sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(_line(d) + "\n")
+            sys.stdout.flush()
 
-    try:
-        if as_json or follow:
-            for row in rows:
-                emit(row)
-        else:
-            _table([public(r, show_input, hashes=False) for r in rows], show_input,
-                   (cfg.log_batch_size, cfg.log_flush_interval))
-        if conn is not None:
-            conn.close()
-        if follow:
-            from aigov_cli.logs.query import follow as do_follow
-
-            do_follow(cfg.db_file, flt, emit, start_after=top if conn is not None else 0)
-    except KeyboardInterrupt:
-        return
-    except BrokenPipeError:  # `aigov logs --json | head`
-        _quiet_stdout()
+        try:
+            if as_json or follow:
+                for row in rows:
+                    emit(row)
+            else:
+                _table([public(r, show_input, hashes=False) for r in rows], show_input,
+                       (cfg.log_batch_size, cfg.log_flush_interval))
+            if follow:
+                do_follow(reader, flt, emit, start_after=top)
+        except KeyboardInterrupt:
+            return
+        except BrokenPipeError:  # `aigov logs --json | head`
+            _quiet_stdout()
 
 
 def _quiet_stdout() -> None:
@@ -213,7 +207,7 @@ def export(
     from daemon.errors import ConfigError
 
     flt = _filter(since, until, key, decision, rule, model)
-    _, conn = _open()
+    _, reader = _open()
     if out is None:
         f: Any = sys.stdout
     else:
@@ -223,10 +217,7 @@ def export(
             raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from None
         f = os.fdopen(fd, "w", encoding="utf-8", newline="")
     try:
-        if conn is None:
-            n = do_export_empty(ExportFormat(fmt.value), f)
-        else:
-            n = do_export(conn, flt, ExportFormat(fmt.value), f, show_input)
+        n = do_export(reader, flt, ExportFormat(fmt.value), f, show_input)
     except BrokenPipeError:  # `aigov logs export | head`: the reader has all it wants
         _quiet_stdout()
         return
@@ -237,19 +228,9 @@ def export(
     finally:
         if out is not None:
             f.close()
-        if conn is not None:
-            conn.close()
+        reader.close()
     if out is not None:
         typer.echo(f"exported {n} decision(s) to {out}", err=True)
-
-
-def do_export_empty(fmt: Any, f: Any) -> int:
-    """An export of an empty log: the CSV header only."""
-    from aigov_cli.logs.export import CSV_COLUMNS, ExportFormat
-
-    if fmt is ExportFormat.CSV:
-        f.write(",".join(CSV_COLUMNS) + "\n")
-    return 0
 
 
 @app.command("stats")
@@ -266,18 +247,9 @@ def stats(
     from aigov_cli.output import console, print_json
 
     flt = _filter(since, until, key, None, None, model)
-    _, conn = _open()
-    if conn is None:
-        from aigov_cli.logs.stats import PERCENTILES
-
-        data: dict[str, Any] = {"total": 0, "first": None, "last": None, "by_decision": {}, "by_rule": {},
-                                "by_key": {}, "by_model": {},
-                                "latency_ms": {**{f"p{p}": None for p in PERCENTILES}, "max": None, "mean": None}}
-    else:
-        try:
-            data = compute(conn, flt)
-        finally:
-            conn.close()
+    _, reader = _open()
+    with reader:
+        data = compute(reader, flt)
     data["first"], data["last"] = iso_ms(data["first"]), iso_ms(data["last"])
     if as_json:
         print_json(data)
@@ -327,16 +299,10 @@ def prune(
     else:
         raise ConfigError("give --older-than (e.g. 30d) or set log_retention_days in config.toml")
     before = time.time() - age
-    deleted = 0
-    if cfg.db_file.exists():
-        from daemon.decisionlog import prune as do_prune
-        from daemon.storage.db import connect_sync
+    from daemon.storage import decision_reader
 
-        conn = connect_sync(cfg.db_file, create=False)
-        try:
-            deleted = do_prune(conn, before)
-        finally:
-            conn.close()
+    with decision_reader(cfg) as reader:
+        deleted = reader.prune(before)
     if as_json:
         print_json({"deleted": deleted, "before": iso_ms(before)})
     else:

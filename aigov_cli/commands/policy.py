@@ -157,8 +157,8 @@ def reload(
 
     from aigov_cli.commands.daemon_cmds import _get_json
     from daemon.errors import AigovError
+    from daemon.pidfile import daemon_running
     from daemon.policy.loader import PolicyError
-    from daemon.server import daemon_running
 
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)

@@ -64,7 +64,7 @@ def default_url() -> str:
     host, port = DEFAULT_HOST, DEFAULT_PORT
     try:
         from daemon.config import load_config
-        from daemon.server import daemon_running
+        from daemon.pidfile import daemon_running
 
         cfg = load_config()
         info = daemon_running(cfg.paths.pid_file)

@@ -14,7 +14,7 @@ import urllib.request
 def main() -> int:
     """Check once; print one line on failure."""
     from daemon.config import load_config
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
     from daemon.tls import local_client_context
 
     try:
