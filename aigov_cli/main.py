@@ -66,7 +66,7 @@ def _register_optional() -> None:
             "loadtest",
             help="Measure the daemon under load (normal, burst, stress, soak) against its SLA.",
         )(loadtest)
-    for name in ("logs", "audit", "dashboard", "db"):
+    for name in ("logs", "audit", "dashboard", "db", "service"):
         try:
             mod = __import__(f"aigov_cli.commands.{name}", fromlist=["register"])
         except ImportError:

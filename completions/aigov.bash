@@ -5,12 +5,13 @@
 
 _aigov_subcommands() {
     case "$1" in
-        "") echo "audit dashboard db init keys loadtest logs policy serve status stop" ;;
+        "") echo "audit dashboard db init keys loadtest logs policy serve service status stop" ;;
         "dashboard") echo "export prometheus-config" ;;
         "db") echo "status upgrade" ;;
         "keys") echo "create list revoke rotate show update" ;;
         "logs") echo "export prune stats" ;;
         "policy") echo "check reload show test" ;;
+        "service") echo "install uninstall" ;;
     esac
 }
 _aigov_options() {
@@ -18,8 +19,8 @@ _aigov_options() {
         "") echo "--home --version --help" ;;
         "audit") echo "--url --json --sarif --fail-on --skip-deps --help" ;;
         "dashboard") echo "--help" ;;
-        "dashboard export") echo "--out --title --help" ;;
-        "dashboard prometheus-config") echo "--job --interval --help" ;;
+        "dashboard export") echo "--out --title --datasource-uid --help" ;;
+        "dashboard prometheus-config") echo "--job --interval --url --help" ;;
         "db") echo "--help" ;;
         "db status") echo "--json --help" ;;
         "db upgrade") echo "--json --help" ;;
@@ -31,7 +32,7 @@ _aigov_options() {
         "keys rotate") echo "--grace --json --help" ;;
         "keys show") echo "--json --help" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in --json --help" ;;
-        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --help" ;;
+        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --ca-file --help" ;;
         "logs") echo "--since --until --key --decision --rule --model --request-id --limit -f --follow --json --show-input --help" ;;
         "logs export") echo "--format --out --since --until --key --decision --rule --model --show-input --help" ;;
         "logs prune") echo "--older-than --json --help" ;;
@@ -42,6 +43,9 @@ _aigov_options() {
         "policy show") echo "--json --help" ;;
         "policy test") echo "--input --model --operation --policy --file --json --help" ;;
         "serve") echo "--host --port --detach --workers --help" ;;
+        "service") echo "--help" ;;
+        "service install") echo "--user --run-as --print --force --unit-dir --json --help" ;;
+        "service uninstall") echo "--user --unit-dir --json --help" ;;
         "status") echo "--json --help" ;;
         "stop") echo "--timeout --help" ;;
     esac
@@ -50,12 +54,12 @@ _aigov_value_options() {
     case "$1" in
         "") echo "--home" ;;
         "audit") echo "--url --sarif --fail-on" ;;
-        "dashboard export") echo "--out --title" ;;
-        "dashboard prometheus-config") echo "--job --interval" ;;
+        "dashboard export") echo "--out --title --datasource-uid" ;;
+        "dashboard prometheus-config") echo "--job --interval --url" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy" ;;
         "keys rotate") echo "--grace" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in" ;;
-        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step" ;;
+        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --ca-file" ;;
         "logs") echo "--since --until --key --decision --rule --model --request-id --limit" ;;
         "logs export") echo "--format --out --since --until --key --decision --rule --model" ;;
         "logs prune") echo "--older-than" ;;
@@ -63,6 +67,8 @@ _aigov_value_options() {
         "policy reload") echo "--timeout" ;;
         "policy test") echo "--input --model --operation --policy --file" ;;
         "serve") echo "--host --port --workers" ;;
+        "service install") echo "--run-as --unit-dir" ;;
+        "service uninstall") echo "--unit-dir" ;;
         "stop") echo "--timeout" ;;
     esac
 }
@@ -76,11 +82,14 @@ _aigov_values() {
         "loadtest|--out") echo "__path__" ;;
         "loadtest|--csv") echo "__path__" ;;
         "loadtest|--body-file") echo "__path__" ;;
+        "loadtest|--ca-file") echo "__path__" ;;
         "logs|--decision") echo "allow block" ;;
         "logs export|--format") echo "jsonl csv" ;;
         "logs export|--out") echo "__path__" ;;
         "logs export|--decision") echo "allow block" ;;
         "policy test|--file") echo "__path__" ;;
+        "service install|--unit-dir") echo "__path__" ;;
+        "service uninstall|--unit-dir") echo "__path__" ;;
     esac
 }
 

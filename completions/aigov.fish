@@ -23,7 +23,7 @@ end
 function __aigov_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' audit dashboard db init keys loadtest logs policy serve status stop
+            printf '%s\n' audit dashboard db init keys loadtest logs policy serve service status stop
         case 'dashboard'
             printf '%s\n' export prometheus-config
         case 'db'
@@ -34,6 +34,8 @@ function __aigov_subcommands
             printf '%s\n' export prune stats
         case 'policy'
             printf '%s\n' check reload show test
+        case 'service'
+            printf '%s\n' install uninstall
     end
 end
 
@@ -44,9 +46,9 @@ function __aigov_value_options
         case 'audit'
             printf '%s\n' --url --sarif --fail-on
         case 'dashboard export'
-            printf '%s\n' --out --title
+            printf '%s\n' --out --title --datasource-uid
         case 'dashboard prometheus-config'
-            printf '%s\n' --job --interval
+            printf '%s\n' --job --interval --url
         case 'keys create'
             printf '%s\n' --name --rate-limit --expires-in --policy
         case 'keys rotate'
@@ -54,7 +56,7 @@ function __aigov_value_options
         case 'keys update'
             printf '%s\n' --rate-limit --policy --name --expires-in
         case 'loadtest'
-            printf '%s\n' --mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step
+            printf '%s\n' --mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --ca-file
         case 'logs'
             printf '%s\n' --since --until --key --decision --rule --model --request-id --limit
         case 'logs export'
@@ -69,6 +71,10 @@ function __aigov_value_options
             printf '%s\n' --input --model --operation --policy --file
         case 'serve'
             printf '%s\n' --host --port --workers
+        case 'service install'
+            printf '%s\n' --run-as --unit-dir
+        case 'service uninstall'
+            printf '%s\n' --unit-dir
         case 'stop'
             printf '%s\n' --timeout
     end
@@ -88,6 +94,7 @@ complete -c aigov -n "__aigov_at ''" -a loadtest -d 'Measure the daemon under lo
 complete -c aigov -n "__aigov_at ''" -a logs -d 'Read the decision log: list and follow decisions, export, stats, prune.'
 complete -c aigov -n "__aigov_at ''" -a policy -d 'Check, test, show and reload the governance policy.'
 complete -c aigov -n "__aigov_at ''" -a serve -d 'Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C.'
+complete -c aigov -n "__aigov_at ''" -a service -d 'Run the daemon as a systemd service (Type=notify, sandboxed, SIGHUP reloads the policy).'
 complete -c aigov -n "__aigov_at ''" -a status -d 'Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running.'
 complete -c aigov -n "__aigov_at ''" -a stop -d 'Stop the running daemon (SIGTERM) and wait until it has flushed and exited.'
 complete -c aigov -n "__aigov_at ''" -l home -r -F -d 'Keep every file (config, database, policy, pid, log) under DIR. Same as AIGOV_HOME.'
@@ -104,9 +111,11 @@ complete -c aigov -n "__aigov_at 'dashboard'" -a prometheus-config -d 'Print a P
 complete -c aigov -n "__aigov_at 'dashboard'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l out -r -F -d 'Write to FILE. [default: stdout]'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l title -r -d 'The dashboards title.'
+complete -c aigov -n "__aigov_at 'dashboard export'" -l datasource-uid -r -d 'Bind the panels to this Grafana datasource uid (for file provisioning) instead of asking for the source at import.'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l job -r -d 'The job name.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l interval -r -d 'The scrape interval.'
+complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l url -r -d 'Scrape the daemon at this URL (e.g. http://aigov:8080 in a compose network). [default: the daemon of this home]'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'db'" -a status -d 'Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing).'
 complete -c aigov -n "__aigov_at 'db'" -a upgrade -d 'Apply pending schema migrations (each in its own transaction; safe to run from several places at once).'
@@ -168,6 +177,7 @@ complete -c aigov -n "__aigov_at 'loadtest'" -l probe-limit -r -d 'burst: limit 
 complete -c aigov -n "__aigov_at 'loadtest'" -l stage-duration -r -d 'stress: length of a stage.'
 complete -c aigov -n "__aigov_at 'loadtest'" -l step -r -d 'stress: rate multiplier per stage.'
 complete -c aigov -n "__aigov_at 'loadtest'" -l allow-remote -d 'Allow a non-loopback --url (only against systems you own).'
+complete -c aigov -n "__aigov_at 'loadtest'" -l ca-file -r -F -d 'Verify an https:// --url with the CA certificate(s) in this PEM file.'
 complete -c aigov -n "__aigov_at 'loadtest'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'logs'" -a export -d 'Export matching decisions, with their hashes, streaming in constant memory.'
 complete -c aigov -n "__aigov_at 'logs'" -a prune -d 'Delete old decisions; a checkpoint record keeps the rest of the hash chain verifiable.'
@@ -226,6 +236,20 @@ complete -c aigov -n "__aigov_at 'serve'" -l port -r -d 'Port to listen on (0: a
 complete -c aigov -n "__aigov_at 'serve'" -l detach -d 'Run in the background; log to the homes aigov.log.'
 complete -c aigov -n "__aigov_at 'serve'" -l workers -r -d 'Processes on the one port (0 or auto: one per core). More than 1 needs rate_limit_url on Redis, so that limits stay exact across them. [default: 1]'
 complete -c aigov -n "__aigov_at 'serve'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'service'" -a install -d 'Write aigov.service for this homes configuration (then: systemctl daemon-reload; enable --now).'
+complete -c aigov -n "__aigov_at 'service'" -a uninstall -d 'Remove aigov.service (stop it first: systemctl disable --now aigov).'
+complete -c aigov -n "__aigov_at 'service'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'service install'" -l user -d 'A user unit (~/.config/systemd/user) instead of a system one.'
+complete -c aigov -n "__aigov_at 'service install'" -l run-as -r -d 'System units: the user the daemon runs as. [default: the user who ran sudo, or you]'
+complete -c aigov -n "__aigov_at 'service install'" -l print -d 'Print the unit; write nothing.'
+complete -c aigov -n "__aigov_at 'service install'" -l force -d 'Replace a different existing unit.'
+complete -c aigov -n "__aigov_at 'service install'" -l unit-dir -r -F -d 'Put the unit in DIR instead of systemds directory (for packaging).'
+complete -c aigov -n "__aigov_at 'service install'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'service install'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l user -d 'A user unit (~/.config/systemd/user) instead of a system one.'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l unit-dir -r -F -d 'Put the unit in DIR instead of systemds directory (for packaging).'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'status'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'status'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'stop'" -l timeout -r -d 'Seconds to wait for the daemon to exit.'

@@ -21,6 +21,7 @@ from daemon.config import Config
 from daemon.handlers import CheckHandler, answer_headers, get_only, json_response, new_request_id, not_found
 from daemon.metrics import CONTENT_TYPE, build_registry, render
 from daemon.openapi import openapi_spec
+from daemon.policywatch import policy_watch_ctx
 from daemon.ratelimit import FailureThrottle, RateLimiter
 from daemon.service import Service
 from daemon.storage.interface import DecisionStore, KeyStore
@@ -159,6 +160,9 @@ def create_app(
     if shared:  # before the decision log, so that its last share comes after the last write
         app.cleanup_ctx.append(board_ctx)
     app.cleanup_ctx.append(decision_log_ctx)
+    if config.policy_watch_interval > 0:
+        app.cleanup_ctx.append(policy_watch_ctx(config.policy_path, config.policy_watch_interval,
+                                                svc.reload_policy, lambda: svc.policies.version))
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return json_response({"status": "ok", "uptime_seconds": round(time.time() - svc.started, 3)})

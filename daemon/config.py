@@ -118,6 +118,11 @@ class Config:
     redis_prefix: str = "aigov"
     workers: int = 1
     fingerprint_secret_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    sentry_dsn: str = ""
+    sentry_environment: str = "production"
+    policy_watch_interval: float = 0.0
     paths: Paths = field(default_factory=resolve_paths, compare=False)
 
     @property
@@ -153,13 +158,20 @@ class Config:
     def url(self) -> str:
         """The daemon's base URL."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the daemon serves HTTPS (``tls_cert`` and ``tls_key`` are set)."""
+        return bool(self.tls_cert and self.tls_key)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "paths"}
 _TYPES: dict[str, type] = {"host": str, "port": int, "db_path": str, "policy_file": str, "log_inputs": str,
                            "default_rate_limit": str, "log_level": str, "database_url": str, "rate_limit_url": str,
-                           "rate_limit_on_error": str, "redis_prefix": str, "fingerprint_secret_file": str}
+                           "rate_limit_on_error": str, "redis_prefix": str, "fingerprint_secret_file": str,
+                           "tls_cert": str, "tls_key": str, "sentry_dsn": str, "sentry_environment": str,
+                           "policy_watch_interval": float}
 
 
 def sqlite_path(url: str) -> str:
@@ -256,6 +268,32 @@ def _validate(name: str, value: Any, source: str) -> None:
                 sqlite_path(value)
             except ValueError as e:
                 raise ConfigError(f"{source}: {name}: {e}") from None
+    if name == "policy_watch_interval" and value < 0:
+        raise bad("must be 0 (off) or a number of seconds")
+    if name == "sentry_dsn" and value:
+        _check_dsn(value, source)
+    if name == "sentry_environment" and not value:
+        raise bad("must not be empty")
+
+
+def _check_dsn(dsn: str, source: str) -> None:
+    """A Sentry DSN is ``https://PUBLIC_KEY@HOST/PROJECT_ID``; the message never repeats the key."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(dsn)
+        ok = u.scheme in ("http", "https") and bool(u.username) and bool(u.hostname) and bool(u.path.strip("/"))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{source}: sentry_dsn must look like https://KEY@HOST/PROJECT_ID")
+
+
+def _check_pairs(values: Mapping[str, Any]) -> None:
+    """Settings that only make sense together."""
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        given, missing = ("tls_cert", "tls_key") if values.get("tls_cert") else ("tls_key", "tls_cert")
+        raise ConfigError(f"{given} is set but {missing} is not: HTTPS needs both (or neither, for plain HTTP)")
 
 
 def mask_url(url: str) -> str:
@@ -320,6 +358,7 @@ def load_config(
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(name, value, "command line")
+    _check_pairs(values)
     return Config(paths=paths, **values)
 
 
@@ -379,6 +418,19 @@ key_refresh_interval = 0.25
 # Seconds in-flight requests get to finish on SIGTERM.
 shutdown_timeout = 10.0
 log_level = "info"
+
+# HTTPS: a PEM certificate (chain) and its unencrypted private key (mode 0600). Both or neither.
+# Without them the daemon speaks plain HTTP: keep it on loopback, or behind a TLS proxy.
+tls_cert = ""
+tls_key = ""
+
+# Report unexpected errors to Sentry (needs `pip install 'aigov[sentry]'`). Empty: off.
+# Request data never leaves: no prompts, tokens or headers (see README, "Deploying").
+sentry_dsn = ""
+sentry_environment = "production"
+
+# Seconds between looks at the policy file; a changed file is loaded as on SIGHUP. 0: off.
+policy_watch_interval = 0.0
 '''
 
 

@@ -18,16 +18,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from daemon import tls
 from daemon.app import SERVICE, create_app, route_hot_path
 from daemon.config import Config
 from daemon.errors import AigovError, ConfigError
 from daemon.pidfile import PidFile
+from daemon.sentry import init_sentry
 
 log = logging.getLogger("aigov")
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, *, secure: bool) -> str:
+    scheme = "https" if secure else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -> None:
@@ -55,6 +58,7 @@ def serve_workers(config: Config, n: int, on_ready: Callable[[str], None] | None
     from daemon.workers import Supervisor, WorkerBoard, check_workers, reserve_port
 
     check_workers(config, n)
+    init_sentry(config)  # the parent's own errors (a worker that dies); each worker sets up its own
     config.paths.ensure()
     pid = PidFile(config.paths.pid_file)
     pid.acquire()
@@ -66,7 +70,7 @@ def serve_workers(config: Config, n: int, on_ready: Callable[[str], None] | None
         WorkerBoard.for_config(config).reset()
         reserved = reserve_port(config.host, config.port)
         port = int(reserved.getsockname()[1])
-        url = _url(config.host, port)
+        url = _url(config.host, port, secure=config.tls)
         info = {"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file)}
         sup = Supervisor(config, n, port, lambda pids: pid.write({**info, "workers": pids}))
         pid.write({**info, "workers": []})  # clients see the daemon (not yet ready) while its workers start
@@ -92,6 +96,7 @@ async def run_app(
     ``slot`` is the worker's place under ``--workers N`` (0 when alone); ``shared`` workers share
     the port (SO_REUSEPORT) and their state (:class:`daemon.workers.WorkerBoard`).
     """
+    init_sentry(config)  # nothing without sentry_dsn
     app = create_app(config, worker=slot, shared=shared)
     svc = app[SERVICE]
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
@@ -99,13 +104,15 @@ async def run_app(
     assert runner.server is not None  # set by setup()
     route_hot_path(app, runner.server)
     try:
-        site = web.TCPSite(runner, config.host, port, backlog=2048, reuse_address=True, reuse_port=shared)
+        ssl_context = tls.listen_context(config)  # None: plain HTTP (warned about beyond loopback)
+        site = web.TCPSite(runner, config.host, port, backlog=2048, reuse_address=True, reuse_port=shared,
+                           ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as e:
             raise ConfigError(f"cannot listen on {config.host}:{port}: {e.strerror or e}") from None
         addrs = runner.addresses
-        url = _url(config.host, int(addrs[0][1]) if addrs else port)
+        url = _url(config.host, int(addrs[0][1]) if addrs else port, secure=ssl_context is not None)
         log.info(
             "aigov %s on %s (%s, policy %s, %d active keys, rate limits %s)",
             f"worker {slot} (pid {os.getpid()}) listening" if shared else "listening", url,

@@ -207,7 +207,7 @@ def test_log_inputs_full_and_public_bind(good: Path) -> None:
     _, rep = audit(good, AIGOV_BCRYPT_COST="12")
     assert finding(rep, "AG403")["severity"] == "high"
     bind = finding(rep, "AG201")
-    assert bind["severity"] == "high" and "0.0.0.0" in bind["evidence"]
+    assert bind["severity"] == "medium" and "0.0.0.0" in bind["evidence"] and "tls_cert" in bind["remediation"]
 
 
 def test_low_bcrypt_cost_in_config_and_hashes(good: Path) -> None:

@@ -91,6 +91,9 @@ def serve(
     _setup_logging(cfg.log_level)
 
     def ready(url: str) -> None:
+        from aigov_cli.systemd import notify
+
+        notify(f"READY=1\nSTATUS=listening on {url}")  # Type=notify units: systemctl start returns now
         sys.stderr.write(
             f"aigov is ready at {url}\n"
             f"  create a key:  aigov keys create --name demo\n"
@@ -160,11 +163,23 @@ def _same_package_flags() -> list[str]:
 
 
 def _get_json(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET a JSON document from this home's daemon; None when it does not answer with JSON.
+
+    An https URL is verified against the configured ``tls_cert`` (pinned, see daemon.tls): this
+    home's daemon is reached at the address in its pid file, which its certificate may not name.
+    """
     import urllib.error
     import urllib.request
 
+    from daemon.errors import ConfigError
+    from daemon.tls import local_client_context
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        context = local_client_context(load_cfg()) if url.startswith("https:") else None
+    except ConfigError:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
             data = json.loads(r.read())
     except urllib.error.HTTPError as e:
         try:
