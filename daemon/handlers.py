@@ -33,7 +33,8 @@ log = logging.getLogger("aigov.http")
 
 JSON_CT = "application/json"
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_FIELDS = frozenset(("model", "operation", "input_text", "metadata"))
+_FIELDS = frozenset(("model", "operation", "input_text", "metadata", "direction"))
+_DIRECTIONS = ("input", "output")
 _rand = random.Random(os.urandom(16))
 MAX_NAME_CHARS = 256
 MAX_METADATA_KEYS = 16
@@ -155,13 +156,23 @@ def _json_type(v: Any) -> str:
     return "a string"
 
 
-def validate(data: Any) -> tuple[str, str, str]:
-    """Check a decoded body; return (model, operation, input_text) or raise ValidationError."""
+def validate(data: Any) -> tuple[str, str, str, str]:
+    """Check a decoded body; return (model, operation, input_text, direction) or raise ValidationError."""
     if not isinstance(data, dict):
         raise ValidationError(f"the body must be a JSON object, not {_json_type(data)}")
     if not _FIELDS.issuperset(data):
         extra = sorted(set(data) - _FIELDS)[0]
-        raise ValidationError(f"unknown field '{extra[:64]}' (allowed: input_text, metadata, model, operation)")
+        raise ValidationError(
+            f"unknown field '{extra[:64]}' (allowed: direction, input_text, metadata, model, operation)"
+        )
+    direction = data.get("direction")
+    if direction is None:  # absent or null: the default
+        direction = "input"
+    elif direction not in _DIRECTIONS:  # a list or an object is "not in" too: no hashing of the value
+        # Echo only plain text: a lone surrogate could not even be encoded into the answer.
+        plain = isinstance(direction, str) and direction.isascii() and direction.isprintable()
+        shown = f"'{direction[:64]}'" if plain else "a string" if isinstance(direction, str) else _json_type(direction)
+        raise ValidationError(f"field 'direction' must be \"input\" or \"output\", not {shown}")
     model = _check_name(data, "model")
     operation = _check_name(data, "operation")
     text = data.get("input_text")
@@ -182,7 +193,7 @@ def validate(data: Any) -> tuple[str, str, str]:
                 raise ValidationError(f"field 'metadata.{k[:64]}' must be a string, number, boolean or null")
             if _SURROGATE.search(k) or (isinstance(v, str) and _SURROGATE.search(v)):
                 raise ValidationError("field 'metadata' contains invalid Unicode (a lone surrogate)")
-    return model, operation, text
+    return model, operation, text, direction
 
 
 _new_entry = tuple.__new__  # Entry._make's constructor: half the cost of Entry(...) per request
@@ -266,14 +277,14 @@ class CheckHandler:
         except (ValueError, RecursionError):
             return error_response(400, "the body is not valid JSON", rid)
         try:
-            model, operation, text = validate(data)
+            model, operation, text, direction = validate(data)
         except ValidationError as e:
             return error_response(422, str(e), rid)
         # 5. policy
         policies = svc.policies
         policy = policies.get(entry.policy)
         decision = (
-            policy.evaluate(model, operation, text)
+            policy.evaluate(model, operation, text, direction)
             if policy is not None
             else unknown_policy_decision(entry.policy, policies.version)
         )
