@@ -22,6 +22,8 @@ from daemon import __version__, tokens
 from daemon.auth import Authenticator, FailureReason, KeyEntry
 from daemon.config import Config
 from daemon.decisionlog import DecisionLog, SqliteDecisionStore
+from daemon.guardrail import PATH as GUARDRAIL_PATH
+from daemon.guardrail_route import GuardrailHandler
 from daemon.handlers import CheckHandler, answer_headers, get_only, json_response, new_request_id, not_found
 from daemon.metrics import CONTENT_TYPE, Stats, build_registry, render
 from daemon.openapi import openapi_spec
@@ -303,6 +305,7 @@ def create_app(config: Config, *, limiter: RateLimiter | None = None) -> web.App
 
     check = app[_CHECK] = CheckHandler(svc)
     app.router.add_route("*", CHECK_PATH, check.__call__)
+    app.router.add_route("*", GUARDRAIL_PATH, GuardrailHandler(svc).__call__)  # LiteLLM's guardrail API
     for path, fn in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics), ("/openapi.json", openapi)):
         app.router.add_route("*", path, get_only(svc, path, fn))
     app.router.add_route("*", "/{tail:.*}", not_found)
