@@ -36,7 +36,7 @@ _aigov_options() {
         "policy check") echo "--json --help" ;;
         "policy reload") echo "--timeout --help" ;;
         "policy show") echo "--json --help" ;;
-        "policy test") echo "--input --model --operation --policy --file --json --help" ;;
+        "policy test") echo "--input --model --operation --policy --direction --file --json --help" ;;
         "serve") echo "--host --port --detach --help" ;;
         "status") echo "--json --help" ;;
         "stop") echo "--timeout --help" ;;
@@ -57,7 +57,7 @@ _aigov_value_options() {
         "logs prune") echo "--older-than" ;;
         "logs stats") echo "--since --until --key --model" ;;
         "policy reload") echo "--timeout" ;;
-        "policy test") echo "--input --model --operation --policy --file" ;;
+        "policy test") echo "--input --model --operation --policy --direction --file" ;;
         "serve") echo "--host --port" ;;
         "stop") echo "--timeout" ;;
     esac
@@ -76,6 +76,7 @@ _aigov_values() {
         "logs export|--format") echo "jsonl csv" ;;
         "logs export|--out") echo "__path__" ;;
         "logs export|--decision") echo "allow block" ;;
+        "policy test|--direction") echo "input output" ;;
         "policy test|--file") echo "__path__" ;;
     esac
 }

@@ -64,7 +64,7 @@ function __aigov_value_options
         case 'policy reload'
             printf '%s\n' --timeout
         case 'policy test'
-            printf '%s\n' --input --model --operation --policy --file
+            printf '%s\n' --input --model --operation --policy --direction --file
         case 'serve'
             printf '%s\n' --host --port
         case 'stop'
@@ -208,6 +208,7 @@ complete -c aigov -n "__aigov_at 'policy test'" -l input -r -d 'The text to chec
 complete -c aigov -n "__aigov_at 'policy test'" -l model -r -d 'Model name.'
 complete -c aigov -n "__aigov_at 'policy test'" -l operation -r -d 'Operation.'
 complete -c aigov -n "__aigov_at 'policy test'" -l policy -r -d 'Named policy to apply.'
+complete -c aigov -n "__aigov_at 'policy test'" -l direction -r -f -a 'input output' -d 'input: a text sent to a model; output: a models answer (rules applies_to).'
 complete -c aigov -n "__aigov_at 'policy test'" -l file -r -F -d 'Policy file. [default: the configured one]'
 complete -c aigov -n "__aigov_at 'policy test'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'policy test'" -l help -d 'Show the help and exit.'

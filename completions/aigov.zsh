@@ -38,7 +38,7 @@ _aigov_options() {
         "policy check") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "policy reload") reply=('--timeout:Seconds to wait for the daemon to confirm.' '--help:Show the help and exit.') ;;
         "policy show") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
-        "policy test") reply=('--input:The text to check; - reads standard input.' '--model:Model name.' '--operation:Operation.' '--policy:Named policy to apply.' '--file:Policy file. [default: the configured one]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
+        "policy test") reply=('--input:The text to check; - reads standard input.' '--model:Model name.' '--operation:Operation.' '--policy:Named policy to apply.' '--direction:input: a text sent to a model; output: a models answer (rules applies_to).' '--file:Policy file. [default: the configured one]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "serve") reply=('--host:Address to listen on. [default: 127.0.0.1]' '--port:Port to listen on (0: any free port). [default: 8080]' '--detach:Run in the background; log to the homes aigov.log.' '--help:Show the help and exit.') ;;
         "status") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "stop") reply=('--timeout:Seconds to wait for the daemon to exit.' '--help:Show the help and exit.') ;;
@@ -60,7 +60,7 @@ _aigov_value_options() {
         "logs prune") reply=('--older-than') ;;
         "logs stats") reply=('--since' '--until' '--key' '--model') ;;
         "policy reload") reply=('--timeout') ;;
-        "policy test") reply=('--input' '--model' '--operation' '--policy' '--file') ;;
+        "policy test") reply=('--input' '--model' '--operation' '--policy' '--direction' '--file') ;;
         "serve") reply=('--host' '--port') ;;
         "stop") reply=('--timeout') ;;
         *) reply=() ;;
@@ -80,6 +80,7 @@ _aigov_values() {
         "logs export|--format") reply=('jsonl' 'csv') ;;
         "logs export|--out") reply=('__path__') ;;
         "logs export|--decision") reply=('allow' 'block') ;;
+        "policy test|--direction") reply=('input' 'output') ;;
         "policy test|--file") reply=('__path__') ;;
         *) reply=() ;;
     esac

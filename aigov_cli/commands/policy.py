@@ -103,8 +103,9 @@ def test(
         print_json(out)
     else:
         c = console()
-        c.print(f"[bold]{d.decision.upper()}[/] ({direction.value}; policy {d.policy_name} {d.policy_version}, "
-                f"{elapsed:.0f} µs)", soft_wrap=True)
+        side = ", checked as a model's answer" if direction is Direction.OUTPUT else ""
+        c.print(f"[bold]{d.decision.upper()}[/] (policy {d.policy_name} {d.policy_version}, {elapsed:.0f} µs{side})",
+                soft_wrap=True)
         # Plain echo, not rich: rich would wrap long texts and change what the user reads back.
         for r in d.reasons:
             where = f" at {r.start}..{r.end}" if r.start is not None else ""
@@ -137,7 +138,9 @@ def show(
             "max_input_chars": p.max_input_chars,
             "rules": [
                 {"id": r.id, "kind": r.kind, "action": r.action.value,
-                 "applies_to": [d for d in DIRECTIONS if d in r.applies_to],
+                 # like options: shown when it says something (a rule checks both directions by default)
+                 **({"applies_to": [d for d in DIRECTIONS if d in r.applies_to]}
+                    if len(r.applies_to) < len(DIRECTIONS) else {}),
                  **({"detector": r.detector} if r.detector else {}),
                  **({"literal": r.literal} if r.literal is not None else {}),
                  **({"pattern": r.pattern} if r.pattern is not None else {}),
@@ -158,7 +161,7 @@ def show(
         for r in p["rules"]:
             what = r.get("detector") or r.get("literal") or r.get("pattern")
             opts = "".join(f" {k}={v!r}" for k, v in r.get("options", {}).items())
-            only = "" if len(r["applies_to"]) == len(DIRECTIONS) else f" ({r['applies_to'][0]} only)"
+            only = f" ({r['applies_to'][0]} only)" if "applies_to" in r else ""
             c.print(f"  {r['action']:<8} {r['id']:<32} {r['kind']}: {what}{opts}{only}", markup=False,
                     soft_wrap=True)
 
