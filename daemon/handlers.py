@@ -162,6 +162,8 @@ def validate(data: Any) -> tuple[str, str, str, str]:
         raise ValidationError(f"the body must be a JSON object, not {_json_type(data)}")
     if not _FIELDS.issuperset(data):
         extra = sorted(set(data) - _FIELDS)[0]
+        if _SURROGATE.search(extra):  # it could not be encoded into the answer: that was a 500
+            raise ValidationError("a field name contains invalid Unicode (a lone surrogate)")
         raise ValidationError(
             f"unknown field '{extra[:64]}' (allowed: direction, input_text, metadata, model, operation)"
         )
@@ -189,10 +191,11 @@ def validate(data: Any) -> tuple[str, str, str, str]:
         if len(meta) > MAX_METADATA_KEYS:
             raise ValidationError(f"field 'metadata' may have at most {MAX_METADATA_KEYS} keys")
         for k, v in meta.items():
-            if isinstance(v, dict | list):
-                raise ValidationError(f"field 'metadata.{k[:64]}' must be a string, number, boolean or null")
+            # Surrogates first: the next message echoes the key, and a lone surrogate cannot be encoded.
             if _SURROGATE.search(k) or (isinstance(v, str) and _SURROGATE.search(v)):
                 raise ValidationError("field 'metadata' contains invalid Unicode (a lone surrogate)")
+            if isinstance(v, dict | list):
+                raise ValidationError(f"field 'metadata.{k[:64]}' must be a string, number, boolean or null")
     return model, operation, text, direction
 
 

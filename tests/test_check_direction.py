@@ -80,3 +80,21 @@ async def test_the_unknown_field_message_lists_direction(client: Client, token: 
     r = await check(client, token, "hello", directions="output")
     assert r.status == 422
     assert "(allowed: direction, input_text, metadata, model, operation)" in (await r.json())["error"]["message"]
+
+
+async def test_an_unknown_field_named_with_a_lone_surrogate_is_422_not_500(client: Client, token: str) -> None:
+    raw = b'{"model": "m", "operation": "chat", "input_text": "x", "\\ud800": 1}'
+    h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Content-Length": str(len(raw))}
+    r = await client.post("/v1/check", data=io.BytesIO(raw), headers=h)
+    assert r.status == 422
+    assert (await r.json())["error"]["message"] == "a field name contains invalid Unicode (a lone surrogate)"
+
+
+async def test_a_metadata_key_with_a_lone_surrogate_and_an_object_value_is_422_not_500(
+    client: Client, token: str
+) -> None:
+    raw = b'{"model": "m", "operation": "chat", "input_text": "x", "metadata": {"\\ud800": {"a": 1}}}'
+    h = {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Content-Length": str(len(raw))}
+    r = await client.post("/v1/check", data=io.BytesIO(raw), headers=h)
+    assert r.status == 422
+    assert (await r.json())["error"]["message"] == "field 'metadata' contains invalid Unicode (a lone surrogate)"
