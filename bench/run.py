@@ -514,6 +514,16 @@ def bench_redis_limiter() -> dict[str, Any]:
         return {"error": (r.stderr or r.stdout)[-500:]}
 
 
+def bench_client() -> dict[str, Any]:
+    """What the integrations cost a caller (bench/client_bench.py --json)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "client_bench.py"), "--json"],
+                       capture_output=True, text=True, cwd=ROOT)
+    try:
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+    except ValueError:
+        return {"error": (r.stderr or r.stdout)[-500:]}
+
+
 def summary(res: dict[str, Any]) -> str:
     """The markdown table of goals and measured values."""
     t, w, rss, dr, h = res["throughput"], res["wrong_secrets"], res["rss"], res["drain"], res["help"]
@@ -551,6 +561,19 @@ def summary(res: dict[str, Any]) -> str:
                      f"32 concurrent EVALSHA {base['cpu_us_per_check']:.1f} µs"))
     elif rl:
         rows.append(("Redis limiter (bench/redis_limiter_bench.py)", "-", f"not measured: {rl.get('error')}"))
+    cl = res.get("client", {})
+    if isinstance(cl, dict) and "error" not in cl and cl:
+        s, g = cl["client_sync"], cl["openai_guard"]
+        rows += [
+            ("Client.check round trip, warm connection (bench/client_bench.py)", "-",
+             f"p50 {s['p50_us']:.0f} µs, p99 {s['p99_us']:.0f} µs (async p50 {cl['client_async']['p50_us']:.0f} µs)"),
+            ("extra latency of the OpenAI guard per chat call (two checks), p50", "< 1 ms",
+             f"{g['extra_p50_us'] / 1000:.2f} ms (plain {g['plain']['p50_us'] / 1000:.2f} ms, "
+             f"guarded {g['guarded']['p50_us'] / 1000:.2f} ms; the caller's CPU +{g['extra_client_cpu_us']:.0f} µs; "
+             f"openai {g['openai']})"),
+        ]
+    elif isinstance(cl, dict) and "error" in cl:
+        rows.append(("integrations (bench/client_bench.py)", "-", f"failed: {cl['error'][-200:]}"))
     lines = ["| measure | goal | measured |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines.append("")
     lines.append(f"Runs: {t['rounds']} alternating rounds of {t['seconds']} s; daemon req/s {t['daemon_rps']}, "
@@ -580,7 +603,7 @@ def main() -> None:
              ("open_latency", lambda: bench_open_latency(env, token)),
              ("wrong_secrets", lambda: bench_wrong_secrets(env, token, key_id)),
              ("rss", lambda: bench_rss(env, token)), ("detectors", bench_detectors),
-             ("redis_limiter", bench_redis_limiter)]
+             ("redis_limiter", bench_redis_limiter), ("client", bench_client)]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         res[name] = fn()

@@ -58,17 +58,17 @@ function __aigov_value_options
         case 'loadtest'
             printf '%s\n' --mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --ca-file
         case 'logs'
-            printf '%s\n' --since --until --key --decision --rule --model --request-id --limit
+            printf '%s\n' --since --until --key --decision --rule --model --request-id --direction --limit
         case 'logs export'
-            printf '%s\n' --format --out --since --until --key --decision --rule --model
+            printf '%s\n' --format --out --since --until --key --decision --rule --model --direction
         case 'logs prune'
             printf '%s\n' --older-than
         case 'logs stats'
-            printf '%s\n' --since --until --key --model
+            printf '%s\n' --since --until --key --model --direction
         case 'policy reload'
             printf '%s\n' --timeout
         case 'policy test'
-            printf '%s\n' --input --model --operation --policy --file
+            printf '%s\n' --input --model --operation --policy --direction --file
         case 'serve'
             printf '%s\n' --host --port --workers
         case 'service install'
@@ -179,7 +179,7 @@ complete -c aigov -n "__aigov_at 'loadtest'" -l step -r -d 'stress: rate multipl
 complete -c aigov -n "__aigov_at 'loadtest'" -l allow-remote -d 'Allow a non-loopback --url (only against systems you own).'
 complete -c aigov -n "__aigov_at 'loadtest'" -l ca-file -r -F -d 'Verify an https:// --url with the CA certificate(s) in this PEM file.'
 complete -c aigov -n "__aigov_at 'loadtest'" -l help -d 'Show the help and exit.'
-complete -c aigov -n "__aigov_at 'logs'" -a export -d 'Export matching decisions, with their hashes, streaming in constant memory.'
+complete -c aigov -n "__aigov_at 'logs'" -a export -d 'Export matching decisions (the audits and load tests too), with their hashes, in constant memory.'
 complete -c aigov -n "__aigov_at 'logs'" -a prune -d 'Delete old decisions; a checkpoint record keeps the rest of the hash chain verifiable.'
 complete -c aigov -n "__aigov_at 'logs'" -a stats -d 'Counts by decision, rule, key and model, and latency percentiles.'
 complete -c aigov -n "__aigov_at 'logs'" -l since -r -d 'Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.'
@@ -189,6 +189,8 @@ complete -c aigov -n "__aigov_at 'logs'" -l decision -r -f -a 'allow block' -d '
 complete -c aigov -n "__aigov_at 'logs'" -l rule -r -d 'Only decisions where this rule fired (glob, e.g. secrets.*).'
 complete -c aigov -n "__aigov_at 'logs'" -l model -r -d 'Only this model (glob, e.g. gpt-4*).'
 complete -c aigov -n "__aigov_at 'logs'" -l request-id -r -d 'Only the decision with this request id (the X-Request-Id of an answer).'
+complete -c aigov -n "__aigov_at 'logs'" -l direction -r -f -a 'input output' -d 'Only checks of what was sent to a model (input) or of what it answered (output).'
+complete -c aigov -n "__aigov_at 'logs'" -l include-probes -d 'Also the checks aigov audit and aigov loadtest made (left out by default).'
 complete -c aigov -n "__aigov_at 'logs'" -l limit -r -d 'Show the newest N decisions (0: all).'
 complete -c aigov -n "__aigov_at 'logs'" -s f -l follow -d 'Keep printing new decisions as they are written.'
 complete -c aigov -n "__aigov_at 'logs'" -l json -d 'Print JSON (for aigov logs: one decision per line).'
@@ -202,6 +204,7 @@ complete -c aigov -n "__aigov_at 'logs export'" -l key -r -d 'Only this key id.'
 complete -c aigov -n "__aigov_at 'logs export'" -l decision -r -f -a 'allow block' -d 'Only allow or block decisions.'
 complete -c aigov -n "__aigov_at 'logs export'" -l rule -r -d 'Only decisions where this rule fired (glob, e.g. secrets.*).'
 complete -c aigov -n "__aigov_at 'logs export'" -l model -r -d 'Only this model (glob, e.g. gpt-4*).'
+complete -c aigov -n "__aigov_at 'logs export'" -l direction -r -f -a 'input output' -d 'Only checks of what was sent to a model (input) or of what it answered (output).'
 complete -c aigov -n "__aigov_at 'logs export'" -l show-input -d 'Include the stored input (as log_inputs kept it).'
 complete -c aigov -n "__aigov_at 'logs export'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'logs prune'" -l older-than -r -d 'Delete decisions older than this (e.g. 30d). [default: log_retention_days from the config]'
@@ -211,6 +214,8 @@ complete -c aigov -n "__aigov_at 'logs stats'" -l since -r -d 'Only decisions fr
 complete -c aigov -n "__aigov_at 'logs stats'" -l until -r -d 'Only decisions before then (same forms as --since).'
 complete -c aigov -n "__aigov_at 'logs stats'" -l key -r -d 'Only this key id.'
 complete -c aigov -n "__aigov_at 'logs stats'" -l model -r -d 'Only this model (glob, e.g. gpt-4*).'
+complete -c aigov -n "__aigov_at 'logs stats'" -l direction -r -f -a 'input output' -d 'Only checks of what was sent to a model (input) or of what it answered (output).'
+complete -c aigov -n "__aigov_at 'logs stats'" -l include-probes -d 'Also the checks aigov audit and aigov loadtest made (left out by default).'
 complete -c aigov -n "__aigov_at 'logs stats'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'logs stats'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'policy'" -a check -d 'Validate a policy file; errors name the line and field. Exit 2 when invalid.'
@@ -228,6 +233,7 @@ complete -c aigov -n "__aigov_at 'policy test'" -l input -r -d 'The text to chec
 complete -c aigov -n "__aigov_at 'policy test'" -l model -r -d 'Model name.'
 complete -c aigov -n "__aigov_at 'policy test'" -l operation -r -d 'Operation.'
 complete -c aigov -n "__aigov_at 'policy test'" -l policy -r -d 'Named policy to apply.'
+complete -c aigov -n "__aigov_at 'policy test'" -l direction -r -f -a 'input output' -d 'input: a text sent to a model; output: a models answer (rules applies_to).'
 complete -c aigov -n "__aigov_at 'policy test'" -l file -r -F -d 'Policy file. [default: the configured one]'
 complete -c aigov -n "__aigov_at 'policy test'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'policy test'" -l help -d 'Show the help and exit.'

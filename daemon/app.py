@@ -18,6 +18,8 @@ from aiohttp import hdrs, web
 
 from daemon import ratelimit, storage
 from daemon.config import Config
+from daemon.guardrail import PATH as GUARDRAIL_PATH
+from daemon.guardrail_route import GuardrailHandler
 from daemon.handlers import CheckHandler, answer_headers, get_only, json_response, new_request_id, not_found
 from daemon.metrics import CONTENT_TYPE, build_registry, render
 from daemon.openapi import openapi_spec
@@ -186,6 +188,7 @@ def create_app(
 
     check = app[_CHECK] = CheckHandler(svc)
     app.router.add_route("*", CHECK_PATH, check.__call__)
+    app.router.add_route("*", GUARDRAIL_PATH, GuardrailHandler(svc).__call__)  # LiteLLM's guardrail API
     for path, fn in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics), ("/openapi.json", openapi)):
         app.router.add_route("*", path, get_only(svc, path, fn))
     app.router.add_route("*", "/{tail:.*}", not_found)

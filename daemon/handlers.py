@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from multidict import istr
 
-from daemon.auth import Unauthorized, bearer_token
+from daemon.auth import KeyEntry, Unauthorized, bearer_token
 from daemon.decisionlog import QueueFull
 from daemon.errors import ERROR_CODES
 from daemon.fastjson import dumps as _encode
@@ -32,7 +32,8 @@ log = logging.getLogger("aigov.http")
 
 JSON_CT = "application/json"
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_FIELDS = frozenset(("model", "operation", "input_text", "metadata"))
+_FIELDS = frozenset(("model", "operation", "input_text", "metadata", "direction"))
+_DIRECTIONS = ("input", "output")
 _rand = random.Random(os.urandom(16))
 MAX_NAME_CHARS = 256
 MAX_METADATA_KEYS = 16
@@ -157,13 +158,25 @@ def _json_type(v: Any) -> str:
     return "a string"
 
 
-def validate(data: Any) -> tuple[str, str, str, dict[str, Any] | None]:
-    """Check a decoded body; return (model, operation, input_text, metadata) or raise ValidationError."""
+def validate(data: Any) -> tuple[str, str, str, str, dict[str, Any] | None]:
+    """Check a decoded body; (model, operation, input_text, direction, metadata) or ValidationError."""
     if not isinstance(data, dict):
         raise ValidationError(f"the body must be a JSON object, not {_json_type(data)}")
     if not _FIELDS.issuperset(data):
         extra = sorted(set(data) - _FIELDS)[0]
-        raise ValidationError(f"unknown field '{extra[:64]}' (allowed: input_text, metadata, model, operation)")
+        if _SURROGATE.search(extra):  # it could not be encoded into the answer: that was a 500
+            raise ValidationError("a field name contains invalid Unicode (a lone surrogate)")
+        raise ValidationError(
+            f"unknown field '{extra[:64]}' (allowed: direction, input_text, metadata, model, operation)"
+        )
+    direction = data.get("direction")
+    if direction is None:  # absent or null: the default
+        direction = "input"
+    elif direction not in _DIRECTIONS:  # a list or an object is "not in" too: no hashing of the value
+        # Echo only plain text: a lone surrogate could not even be encoded into the answer.
+        plain = isinstance(direction, str) and direction.isascii() and direction.isprintable()
+        shown = f"'{direction[:64]}'" if plain else "a string" if isinstance(direction, str) else _json_type(direction)
+        raise ValidationError(f"field 'direction' must be \"input\" or \"output\", not {shown}")
     model = _check_name(data, "model")
     operation = _check_name(data, "operation")
     text = data.get("input_text")
@@ -175,12 +188,13 @@ def validate(data: Any) -> tuple[str, str, str, dict[str, Any] | None]:
         raise ValidationError("field 'input_text' contains invalid Unicode (a lone surrogate)")
     meta = data.get("metadata", _ABSENT)
     if meta is _ABSENT:
-        return model, operation, text, None
+        return model, operation, text, direction, None
     if not isinstance(meta, dict):
         raise ValidationError(f"field 'metadata' must be an object, not {_json_type(meta)}")
     if len(meta) > MAX_METADATA_KEYS:
         raise ValidationError(f"field 'metadata' may have at most {MAX_METADATA_KEYS} keys")
     for k, v in meta.items():
+        # The key is checked first: the next messages echo it, and a lone surrogate cannot be encoded.
         if not 1 <= len(k) <= MAX_METADATA_KEY_CHARS or _SURROGATE.search(k):
             raise ValidationError(f"field 'metadata' keys must be 1 to {MAX_METADATA_KEY_CHARS} characters of "
                                   "valid Unicode")
@@ -191,30 +205,35 @@ def validate(data: Any) -> tuple[str, str, str, dict[str, Any] | None]:
             raise ValidationError(f"{where} must be at most {MAX_METADATA_VALUE_CHARS} characters of valid Unicode")
         if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
             raise ValidationError(f"{where} is too large (integers must fit in 64 bits)")
-    return model, operation, text, meta
+    return model, operation, text, direction, meta
 
 
 _new_entry = tuple.__new__  # Entry._make's constructor: half the cost of Entry(...) per request
 
 
-class CheckHandler:
-    """``POST /v1/check``."""
+class Checkpoint:
+    """The request path every endpoint that checks texts shares, in DESIGN's order: method, body size,
+    auth, rate limit, JSON; then the endpoint's own :meth:`check` (validation, policy, record,
+    answer). Subclasses are ``/v1/check`` and LiteLLM's guardrail API (:mod:`daemon.guardrail_route`)."""
+
+    endpoint = ""
+    timed = False  # whether the latency goes into aigov_request_latency_seconds (the /v1/check histogram)
 
     def __init__(self, svc: Service) -> None:
         self.svc = svc
         self.max_body = svc.config.max_body_bytes
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        """Answer one check; never raises (an unexpected error is a logged JSON 500)."""
+        """Answer one request; never raises (an unexpected error is a logged JSON 500)."""
         t0 = time.perf_counter()
         rid = new_request_id()
         try:
             resp = await self.handle(request, rid, t0)
         except Exception:  # a bug, never bad input: log it, answer JSON, keep serving
-            log.exception("internal error in /v1/check (request %s)", rid)
+            log.exception("internal error in %s (request %s)", self.endpoint, rid)
             resp = error_response(500, "internal error; see the daemon log", rid)
         status = resp.status
-        self.svc.stats.request("/v1/check", status, time.perf_counter() - t0)
+        self.svc.stats.request(self.endpoint, status, time.perf_counter() - t0 if self.timed else None)
         return resp
 
     async def handle(self, request: web.Request, rid: str, t0: float) -> web.StreamResponse:
@@ -249,7 +268,7 @@ class CheckHandler:
             svc.stats.rate_limit_hits += 1
             rate_headers[_H_RETRY_AFTER] = str(rd.retry_after)
             return error_response(429, f"rate limit of {rd.limit} requests exceeded", rid, rate_headers)
-        # 4. JSON validation
+        # 4. JSON
         raw = await self.read_body(request, cl, rid)
         if isinstance(raw, web.Response):
             return raw
@@ -259,28 +278,29 @@ class CheckHandler:
             return error_response(400, "the body is not UTF-8", rid)
         except (ValueError, RecursionError):
             return error_response(400, "the body is not valid JSON", rid)
+        # 5.-8. validation, policy, record, answer
+        return await self.check(data, key, rid, t0, limiter, rate_headers)
+
+    async def check(
+        self, data: Any, key: KeyEntry, rid: str, t0: float, limiter: str, rate_headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Validate the decoded body, decide, record, answer (the endpoint's own part)."""
+        raise NotImplementedError  # every endpoint defines it (an abstract method, without abc's cost)
+
+    async def record(self, entry: Entry, rid: str) -> web.Response | None:
+        """Enqueue the decision before answering (nothing answered is lost); a 503 when the log stays full."""
         try:
-            model, operation, text, metadata = validate(data)
-        except ValidationError as e:
-            return error_response(422, str(e), rid)
-        # 5. policy
-        decision = svc.evaluate(key.policy, model, operation, text)
-        # 6. record the decision before answering: nothing answered is ever lost
-        record = _new_entry(Entry, (
-            time.time(), rid, key.key_id, model, operation, "input", decision.decision, decision.rules,
-            decision.reasons, text, (time.perf_counter() - t0) * 1000.0, decision.policy_name,
-            decision.policy_version, limiter, metadata,
-        ))
-        try:
-            await svc.dlog.record(record)
+            await self.svc.dlog.record(entry)
         except QueueFull:
             return error_response(503, "the decision log cannot accept more records; retry later", rid)
-        # 7. respond; 8. metrics
+        return None
+
+    def count(self, decision: Decision) -> None:
+        """The governance counters of one decision."""
         if decision.allowed:
-            svc.stats.allowed += 1
+            self.svc.stats.allowed += 1
         else:
-            svc.stats.block(tuple(r.rule for r in decision.reasons if r.action == "block"))
-        return web.Response(body=render_decision(rid, decision), headers=answer_headers(rid, rate_headers))
+            self.svc.stats.block(tuple(dict.fromkeys(r.rule for r in decision.reasons if r.action == "block")))
 
     async def read_body(self, request: web.Request, cl: int | None, rid: str) -> bytes | web.Response:
         """The body, or the answer for one of the wrong type (415) or over ``max_body_bytes`` (413)."""
@@ -301,6 +321,32 @@ class CheckHandler:
         if raw is None or len(raw) > self.max_body:
             return error_response(413, f"the body is over {self.max_body} bytes", rid)
         return raw
+
+
+class CheckHandler(Checkpoint):
+    """``POST /v1/check``."""
+
+    endpoint = "/v1/check"
+    timed = True
+
+    async def check(
+        self, data: Any, key: KeyEntry, rid: str, t0: float, limiter: str, rate_headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """One text: validate, decide, record, answer."""
+        try:
+            model, operation, text, direction, metadata = validate(data)
+        except ValidationError as e:
+            return error_response(422, str(e), rid)
+        decision = self.svc.evaluate(key.policy, model, operation, text, direction)
+        refused = await self.record(_new_entry(Entry, (
+            time.time(), rid, key.key_id, model, operation, direction, decision.decision, decision.rules,
+            decision.reasons, text, (time.perf_counter() - t0) * 1000.0, decision.policy_name,
+            decision.policy_version, limiter, metadata,
+        )), rid)
+        if refused is not None:
+            return refused
+        self.count(decision)
+        return web.Response(body=render_decision(rid, decision), headers=answer_headers(rid, rate_headers))
 
 
 def _unlimited(limit: int) -> RateDecision:

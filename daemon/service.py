@@ -74,13 +74,14 @@ class Service:
         self.stats.active_keys = self.auth.active_count
         self.stats.limiter_errors = lambda: limiter.backend_errors
 
-    def evaluate(self, policy_name: str, model: str, operation: str, text: str) -> Decision:
-        """The decision of the key's policy on one request (a key bound to an unknown policy is refused)."""
+    def evaluate(self, policy_name: str, model: str, operation: str, text: str, direction: str = "input") -> Decision:
+        """The decision of the key's policy on one text sent to a model (``input``) or answered by it
+        (``output``); a key bound to an unknown policy is refused."""
         policies = self.policies
         policy = policies.get(policy_name)
         if policy is None:
             return unknown_policy_decision(policy_name, policies.version)
-        return policy.evaluate(model, operation, text)
+        return policy.evaluate(model, operation, text, direction)
 
     async def reload_policy(self) -> PolicySet:
         """Load the policy file off the loop and swap it in atomically; PolicyError leaves the old one."""

@@ -185,7 +185,8 @@ def test_monitor_mode_policy(good: Path) -> None:
 def test_detector_switched_off(good: Path) -> None:
     p = good / "policy.toml"
     text = p.read_text()
-    block = '[[policies.default.rules]]\nid = "secrets.jwt"\ndetector = "jwt"\naction = "block"\n'
+    block = ('[[policies.default.rules]]\nid = "secrets.jwt"\ndetector = "jwt"\naction = "block"\n'
+             'applies_to = ["input", "output"]\n')
     assert block in text
     p.write_text(text.replace(block, ""))
     code, rep = audit(good, AIGOV_BCRYPT_COST="12")

@@ -50,6 +50,20 @@ Model = Annotated[str | None, typer.Option("--model", help="Only this model (glo
 RequestId = Annotated[str | None, typer.Option("--request-id", help="Only the decision with this request id "
                                                "(the X-Request-Id of an answer).", show_default=False)]
 ShowInput = Annotated[bool, typer.Option("--show-input", help="Include the stored input (as log_inputs kept it).")]
+
+
+class DirectionChoice(enum.Enum):
+    """``--direction``."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+Direction = Annotated[DirectionChoice | None, typer.Option(
+    "--direction", help="Only checks of what was sent to a model (input) or of what it answered (output).",
+    case_sensitive=False, show_default=False)]
+IncludeProbes = Annotated[bool, typer.Option(
+    "--include-probes", help="Also the checks `aigov audit` and `aigov loadtest` made (left out by default).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for `aigov logs`: one decision per line).")]
 
 
@@ -59,11 +73,13 @@ def register(root: typer.Typer) -> None:
 
 
 def _filter(since: str | None, until: str | None, key: str | None = None, decision: DecisionChoice | None = None,
-            rule: str | None = None, model: str | None = None, request_id: str | None = None) -> Filter:
+            rule: str | None = None, model: str | None = None, request_id: str | None = None,
+            direction: DirectionChoice | None = None, include_probes: bool = True) -> Filter:
     from aigov_cli.logs.query import Filter, parse_time
 
     return Filter(parse_time("--since", since), parse_time("--until", until), key,
-                  decision.value if decision else None, rule, model, request_id=request_id)
+                  decision.value if decision else None, rule, model, request_id=request_id,
+                  direction=direction.value if direction else None, include_probes=include_probes)
 
 
 def _open() -> tuple[Config, DecisionReader]:
@@ -90,6 +106,8 @@ def logs(
     rule: Rule = None,
     model: Model = None,
     request_id: RequestId = None,
+    direction: Direction = None,
+    include_probes: IncludeProbes = False,
     limit: Annotated[int, typer.Option("--limit", help="Show the newest N decisions (0: all).", min=0)] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new decisions as they are written.")]
     = False,
@@ -104,7 +122,7 @@ def logs(
     from aigov_cli.logs.query import follow as do_follow
     from aigov_cli.logs.query import public
 
-    flt = _filter(since, until, key, decision, rule, model, request_id)
+    flt = _filter(since, until, key, decision, rule, model, request_id, direction, include_probes)
     cfg, reader = _open()
     with reader:
         top = reader.max_id()
@@ -197,16 +215,17 @@ def export(
     decision: Decision = None,
     rule: Rule = None,
     model: Model = None,
+    direction: Direction = None,
     show_input: ShowInput = False,
 ) -> None:
-    """Export matching decisions, with their hashes, streaming in constant memory."""
+    """Export matching decisions (the audit's and load tests' too), with their hashes, in constant memory."""
     import os
 
     from aigov_cli.logs.export import ExportFormat
     from aigov_cli.logs.export import export as do_export
     from daemon.errors import ConfigError
 
-    flt = _filter(since, until, key, decision, rule, model)
+    flt = _filter(since, until, key, decision, rule, model, direction=direction)
     _, reader = _open()
     if out is None:
         f: Any = sys.stdout
@@ -239,6 +258,8 @@ def stats(
     until: Until = None,
     key: Key = None,
     model: Model = None,
+    direction: Direction = None,
+    include_probes: IncludeProbes = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Counts by decision, rule, key and model, and latency percentiles."""
@@ -246,7 +267,7 @@ def stats(
     from aigov_cli.logs.stats import stats as compute
     from aigov_cli.output import console, print_json
 
-    flt = _filter(since, until, key, None, None, model)
+    flt = _filter(since, until, key, None, None, model, direction=direction, include_probes=include_probes)
     _, reader = _open()
     with reader:
         data = compute(reader, flt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,14 @@ from aigov_cli.output import console, print_json
 
 app = typer.Typer(help="Check, test, show and reload the governance policy.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+DIRECTIONS = ("input", "output")  # daemon.policy.model.DIRECTIONS, without importing the engine at startup
+
+
+class Direction(enum.Enum):
+    """Which side of a model call a text is."""
+
+    INPUT = "input"
+    OUTPUT = "output"
 
 
 def _load(file: Path | None) -> Any:
@@ -62,6 +71,9 @@ def test(
     model: Annotated[str, typer.Option("--model", help="Model name.")] = "gpt-4o",
     operation: Annotated[str, typer.Option("--operation", help="Operation.")] = "chat",
     policy: Annotated[str, typer.Option("--policy", help="Named policy to apply.")] = "default",
+    direction: Annotated[Direction, typer.Option(
+        "--direction", help="input: a text sent to a model; output: a model's answer (rules' applies_to).",
+    )] = Direction.INPUT,
     file: Annotated[Path | None, typer.Option("--file", help="Policy file. [default: the configured one]",
                                               show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -76,11 +88,12 @@ def test(
     if pol is None:
         raise ConfigError(f"unknown policy {policy!r} (the file defines: {', '.join(ps.names)})")
     t0 = time.perf_counter()
-    d = pol.evaluate(model, operation, input_text)
+    d = pol.evaluate(model, operation, input_text, direction.value)
     elapsed = (time.perf_counter() - t0) * 1e6
     out = {
         "allowed": d.allowed,
         "decision": d.decision,
+        "direction": direction.value,
         "reasons": [r.as_dict() for r in d.reasons],
         "policy": {"name": d.policy_name, "version": d.policy_version},
         "redacted_text": d.redacted_text,
@@ -90,7 +103,8 @@ def test(
         print_json(out)
     else:
         c = console()
-        c.print(f"[bold]{d.decision.upper()}[/] (policy {d.policy_name} {d.policy_version}, {elapsed:.0f} µs)",
+        side = ", checked as a model's answer" if direction is Direction.OUTPUT else ""
+        c.print(f"[bold]{d.decision.upper()}[/] (policy {d.policy_name} {d.policy_version}, {elapsed:.0f} µs{side})",
                 soft_wrap=True)
         # Plain echo, not rich: rich would wrap long texts and change what the user reads back.
         for r in d.reasons:
@@ -124,6 +138,9 @@ def show(
             "max_input_chars": p.max_input_chars,
             "rules": [
                 {"id": r.id, "kind": r.kind, "action": r.action.value,
+                 # like options: shown when it says something (a rule checks both directions by default)
+                 **({"applies_to": [d for d in DIRECTIONS if d in r.applies_to]}
+                    if len(r.applies_to) < len(DIRECTIONS) else {}),
                  **({"detector": r.detector} if r.detector else {}),
                  **({"literal": r.literal} if r.literal is not None else {}),
                  **({"pattern": r.pattern} if r.pattern is not None else {}),
@@ -144,7 +161,9 @@ def show(
         for r in p["rules"]:
             what = r.get("detector") or r.get("literal") or r.get("pattern")
             opts = "".join(f" {k}={v!r}" for k, v in r.get("options", {}).items())
-            c.print(f"  {r['action']:<8} {r['id']:<32} {r['kind']}: {what}{opts}", markup=False, soft_wrap=True)
+            only = f" ({r['applies_to'][0]} only)" if "applies_to" in r else ""
+            c.print(f"  {r['action']:<8} {r['id']:<32} {r['kind']}: {what}{opts}{only}", markup=False,
+                    soft_wrap=True)
 
 
 @app.command("reload")
