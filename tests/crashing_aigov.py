@@ -23,11 +23,13 @@ _write_sync = SqliteDecisionStore.write_sync
 _failed: set[str] = set()
 
 
-def _crashing_evaluate(self: CompiledPolicy, model: str, operation: str, text: str) -> Decision:
+def _crashing_evaluate(
+    self: CompiledPolicy, model: str, operation: str, text: str, direction: str = "input"
+) -> Decision:
     prompt_in_locals = text  # what a real bug's frame would hold: the prompt itself
     if CRASH_MARKER in prompt_in_locals:
         raise RuntimeError("test-only crash inside policy evaluation")
-    return _evaluate(self, model, operation, text)
+    return _evaluate(self, model, operation, text, direction)
 
 
 def _failing_write_sync(self: SqliteDecisionStore, batch: Sequence[Entry]) -> None:
