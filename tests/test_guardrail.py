@@ -113,6 +113,8 @@ def test_operation_comes_from_the_guardrails_config() -> None:
         (body(PRE, litellm_call_id=5), "field 'litellm_call_id' must be a string"),
         (body(PRE, additional_provider_specific_params={"operation": True}),
          "field 'additional_provider_specific_params.operation' must be a string, not a boolean"),
+        (body(PRE, additional_provider_specific_params=[None, None]),
+         "field 'additional_provider_specific_params' must be an object or null, not an array"),
     ],
 )
 def test_bad_requests_name_the_field(data: Any, message: str) -> None:
