@@ -341,7 +341,7 @@ async def test_openapi_documents_the_route_and_direction(client: Client) -> None
     assert spec["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
     assert spec["components"]["schemas"]["GuardrailResponse"]["properties"]["action"]["enum"] == [
         "BLOCKED", "GUARDRAIL_INTERVENED", "NONE"]
-    assert spec["components"]["schemas"]["CheckRequest"]["properties"]["direction"]["enum"] == ["input", "output"]
+    assert spec["components"]["schemas"]["CheckRequest"]["properties"]["direction"]["enum"] == ["input", "output", None]
 
 
 def test_default_policy_blocks_secrets_in_litellm_responses() -> None:
