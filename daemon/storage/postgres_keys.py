@@ -137,17 +137,19 @@ class PostgresKeyStore(KeyStore):
 
     # -- statements, each a clear StorageError when the database fails -------------------------
 
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _fetch(self, sql: str, *args: Any, unique_ok: bool = False) -> list[asyncpg.Record]:
         try:
             rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
         except Exception as e:
+            if unique_ok and isinstance(e, _import_asyncpg().UniqueViolationError):
+                raise
             if is_database_error(e):
                 raise describe_error(self.target, e) from None
             raise
         return rows
 
-    async def _one(self, sql: str, *args: Any) -> KeyRecord | None:
-        rows = await self._fetch(sql, *args)
+    async def _one(self, sql: str, *args: Any, unique_ok: bool = False) -> KeyRecord | None:
+        rows = await self._fetch(sql, *args, unique_ok=unique_ok)
         return _record(rows[0]) if rows else None
 
     async def create(
@@ -162,7 +164,7 @@ class PostgresKeyStore(KeyStore):
                 rec = await self._one(
                     f"INSERT INTO api_keys (key_id, name, secret_hash, created_at, expires_at, rate_limit, "
                     f"rate_window, policy, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) RETURNING {_COLUMNS}",
-                    kid, name, secret_hash, time.time(), expires_at, rate_limit, rate_window, policy,
+                    kid, name, secret_hash, time.time(), expires_at, rate_limit, rate_window, policy, unique_ok=True,
                 )
             except asyncpg.UniqueViolationError:
                 if key_id:
