@@ -84,7 +84,6 @@ def test_request_id_finds_one_decision(logged: Path) -> None:
 
 def plan(flt: Filter) -> str:
     """The query plan of ``aigov logs`` (the newest 50 matching) on the home's store."""
-    from daemon import storage
     from daemon.config import load_config
 
     cfg = load_config()
@@ -98,8 +97,8 @@ def plan(flt: Filter) -> str:
             return " ".join(r[3] for r in reader.conn.execute(
                 f"EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE id <= ? AND {cond} ORDER BY id DESC LIMIT 50",
                 (10**9, *params)))
-    from tests.backends import pg_sql
     from daemon.storage.postgres_decisions import where as pg_where
+    from tests.backends import pg_sql
 
     cond, params = pg_where(flt, 2)
     # A few rows fit one page, and a scan of one page is cheaper than any index: ask for the plan the

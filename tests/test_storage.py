@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import NotFoundError, StorageError
-from daemon.storage import sqlite_db as dbmod
 from daemon.storage import open_key_store
+from daemon.storage import sqlite_db as dbmod
 from tests.backends import Backend
 
 
