@@ -6,9 +6,9 @@
 
 _aigov_subcommands() {
     case "$1" in
-        "") reply=('audit:Audit this deployment: file modes, bind address, keys, policy, the decision-log chain, live probes.' 'dashboard:Grafana dashboard and Prometheus configuration for the daemons metrics.' 'db:The database of keys and decisions: status, schema migrations.' 'init:Write a commented default config.toml and policy.toml (never overwrites without --force).' 'keys:Create, list, show, revoke and rotate API keys.' 'loadtest:Measure the daemon under load (normal, burst, stress, soak) against its SLA.' 'logs:Read the decision log: list and follow decisions, export, stats, prune.' 'policy:Check, test, show and reload the governance policy.' 'serve:Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C.' 'status:Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running.' 'stop:Stop the running daemon (SIGTERM) and wait until it has flushed and exited.') ;;
+        "") reply=('audit:Audit this deployment: file modes, bind address, keys, policy, the decision-log chain, live probes.' 'dashboard:Grafana dashboard and Prometheus configuration for the daemons metrics.' 'db:The database of keys and decisions: status, schema migrations, copying to PostgreSQL.' 'init:Write a commented default config.toml and policy.toml (never overwrites without --force).' 'keys:Create, list, show, revoke and rotate API keys.' 'loadtest:Measure the daemon under load (normal, burst, stress, soak) against its SLA.' 'logs:Read the decision log: list and follow decisions, export, stats, prune.' 'policy:Check, test, show and reload the governance policy.' 'serve:Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C.' 'status:Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running.' 'stop:Stop the running daemon (SIGTERM) and wait until it has flushed and exited.') ;;
         "dashboard") reply=('export:Write an importable Grafana dashboard (JSON) of the daemons metrics.' 'prometheus-config:Print a Prometheus scrape configuration for the local daemon.') ;;
-        "db") reply=('status:Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing).' 'upgrade:Apply pending schema migrations (each in its own transaction; safe to run from several places at once).') ;;
+        "db") reply=('copy:Copy keys and decisions from the SQLite store into an empty PostgreSQL store (chains verified on arrival).' 'status:Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing).' 'upgrade:Apply pending schema migrations (each in its own transaction; safe to run from several places at once).') ;;
         "keys") reply=('create:Create a key and print its token (shown only this once).' 'list:List keys (active only unless --all); never shows secrets.' 'revoke:Revoke a key; the running daemon refuses it within a second.' 'rotate:Give a key a new token (shown once); the old one stays valid for --grace.' 'show:Show one key.' 'update:Change a keys rate limit, policy, name or expiry (the daemon picks it up within a second).') ;;
         "logs") reply=('export:Export matching decisions, with their hashes, streaming in constant memory.' 'prune:Delete old decisions; a checkpoint record keeps the rest of the hash chain verifiable.' 'stats:Counts by decision, rule, key and model, and latency percentiles.') ;;
         "policy") reply=('check:Validate a policy file; errors name the line and field. Exit 2 when invalid.' 'reload:Validate the policy file, then make the running daemon load it (SIGHUP); the old one stays if invalid.' 'show:Show the configured policies: mode, model/operation lists, limits and rules.' 'test:Evaluate a text with the same engine as the daemon (no daemon needed). Exit 1 when blocked.') ;;
@@ -23,6 +23,7 @@ _aigov_options() {
         "dashboard export") reply=('--out:Write to FILE. [default: stdout]' '--title:The dashboards title.' '--help:Show the help and exit.') ;;
         "dashboard prometheus-config") reply=('--job:The job name.' '--interval:The scrape interval.' '--help:Show the help and exit.') ;;
         "db") reply=('--help:Show the help and exit.') ;;
+        "db copy") reply=('--to:The PostgreSQL store to fill: postgresql://USER[:PW]@HOST:PORT/DB.' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "db status") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "db upgrade") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "init") reply=('--force:Overwrite existing files.' '--help:Show the help and exit.') ;;
@@ -55,6 +56,7 @@ _aigov_value_options() {
         "audit") reply=('--url' '--sarif' '--fail-on') ;;
         "dashboard export") reply=('--out' '--title') ;;
         "dashboard prometheus-config") reply=('--job' '--interval') ;;
+        "db copy") reply=('--to') ;;
         "keys create") reply=('--name' '--rate-limit' '--expires-in' '--policy') ;;
         "keys rotate") reply=('--grace') ;;
         "keys update") reply=('--rate-limit' '--policy' '--name' '--expires-in') ;;

@@ -204,11 +204,15 @@ def glob_regex(pattern: str) -> str:
             out.append(".*")
         elif c == "?":
             out.append(".")
-        elif c == "[" and (end := pattern.find("]", i + 2 if pattern[i + 1:i + 2] in ("^", "]") else i + 1)) > i:
-            body = pattern[i + 1:end]
-            neg = body.startswith("^")
-            body = body[1:] if neg else body
-            body = body.replace("\\", "\\\\").replace("[", "\\[")
+        elif c == "[":
+            start = i + 1
+            neg = pattern[start:start + 1] == "^"
+            start += neg
+            first = start + (pattern[start:start + 1] == "]")  # a ] first in the set is one of its members
+            end = pattern.find("]", first)
+            if end < 0:
+                return "^(?!)"  # SQLite: a set that is never closed matches nothing
+            body = pattern[start:end].replace("\\", "\\\\").replace("[", "\\[")
             out.append("[" + ("^" if neg else "") + body + "]")
             i = end
         else:
