@@ -107,8 +107,10 @@ class PostgresKeyStore(KeyStore):
         """Connect, and migrate the schema."""
         asyncpg = _import_asyncpg()
         try:
+            # min_size=0: connections are made when asked for. With a floor, asyncpg reconnects in the
+            # background while the server is away and logs a traceback each time it fails.
             self._pool = await asyncpg.create_pool(
-                self.target.dsn, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
+                self.target.dsn, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
                 server_settings=server_settings(self.target, DAEMON_STATEMENT_TIMEOUT_MS, "aigov keys"),
             )
