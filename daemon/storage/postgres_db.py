@@ -152,13 +152,13 @@ def is_database_error(e: BaseException) -> bool:
 
 
 async def connect(target: PgTarget, *, statement_timeout_ms: int = DAEMON_STATEMENT_TIMEOUT_MS,
-                  application_name: str = "aigov") -> asyncpg.Connection:
+                  application_name: str = "aigov", **settings: str) -> asyncpg.Connection:
     """One connection with aigov's session settings; StorageError (one line) when it cannot be made."""
     pg = _import_asyncpg()
     try:
         conn: asyncpg.Connection = await pg.connect(
-            target.dsn, timeout=CONNECT_TIMEOUT, server_settings=server_settings(target, statement_timeout_ms,
-                                                                                 application_name))
+            target.dsn, timeout=CONNECT_TIMEOUT,
+            server_settings=server_settings(target, statement_timeout_ms, application_name, **settings))
     except (ValueError, pg.ClientConfigurationError) as e:
         raise ConfigError(f"database_url {target.masked}: {_first_line(e)}") from None
     except Exception as e:
@@ -168,13 +168,15 @@ async def connect(target: PgTarget, *, statement_timeout_ms: int = DAEMON_STATEM
     return conn
 
 
-def server_settings(target: PgTarget, statement_timeout_ms: int, application_name: str = "aigov") -> dict[str, str]:
+def server_settings(target: PgTarget, statement_timeout_ms: int, application_name: str = "aigov",
+                    **extra: str) -> dict[str, str]:
     """The session settings of every connection: search_path, statement and idle-transaction timeouts."""
     return {
         "search_path": quote_ident(target.schema),
         "statement_timeout": str(statement_timeout_ms),
         "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_TIMEOUT_MS),
         "application_name": application_name,
+        **extra,
     }
 
 
@@ -390,9 +392,10 @@ async def schema_version(conn: Conn) -> int:
 
 async def open_migrated(target: PgTarget, *, migrate_schema: bool = True,
                         statement_timeout_ms: int = DAEMON_STATEMENT_TIMEOUT_MS,
-                        application_name: str = "aigov") -> asyncpg.Connection:
+                        application_name: str = "aigov", **settings: str) -> asyncpg.Connection:
     """A connection to ``target``, its schema migrated first (unless told not to)."""
-    conn = await connect(target, statement_timeout_ms=statement_timeout_ms, application_name=application_name)
+    conn = await connect(target, statement_timeout_ms=statement_timeout_ms, application_name=application_name,
+                         **settings)
     if migrate_schema:
         try:
             await migrate(conn, target.schema)
