@@ -175,7 +175,7 @@ async def test_a_key_rotated_while_running_takes_its_new_token_at_once(
 
 
 async def test_a_failed_key_look_answers_401_and_the_next_one_recovers(
-    backend: Backend, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+    home: Path, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = load_config({"key_refresh_interval": 60.0})
     client = await aiohttp_client(create_app(cfg))
