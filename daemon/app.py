@@ -151,7 +151,7 @@ def create_app(
         limiter, throttle = ratelimit.from_config(config)
     if decisions is None:
         builder = RecordBuilder(Fingerprinter(load_or_create_secret(config.fingerprint_path)), config.log_inputs)
-        decisions = storage.decision_store(config, storage.chain_name(worker), builder)
+        decisions = storage.decision_store(config, storage.chain_name(config, worker), builder)
     board = WorkerBoard.for_config(config, worker) if shared else None
     svc = Service(config, keys=keys or storage.key_store(config), limiter=limiter, throttle=throttle,
                   decisions=decisions, worker=worker, board=board)

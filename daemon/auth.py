@@ -163,6 +163,7 @@ class Authenticator:
         """Follow the store's change feed and write last-use times, until cancelled."""
         loop = asyncio.get_running_loop()
         last_flush = loop.time()
+        failing: Exception | None = None
         while True:
             await self.store.wait_for_changes(self.refresh_interval)
             try:
@@ -170,8 +171,14 @@ class Authenticator:
                 if loop.time() - last_flush >= LAST_USED_FLUSH_SECONDS:
                     last_flush = loop.time()
                     await self.flush_last_used()
-            except Exception as e:  # the database may be busy or briefly unreachable: keep the last table
-                log.warning("could not refresh keys: %s", e)
+            except Exception as e:  # the database may be busy or unreachable: keep the last table
+                if failing is None:  # once per outage, not four times a second
+                    log.warning("could not refresh keys (keeping the table in memory until it can): %s", e)
+                failing = e
+            else:
+                if failing is not None:
+                    log.info("keys are refreshed again")
+                failing = None
 
     async def close(self) -> None:
         """Write the last-use times gathered since the last flush and stop the bcrypt workers."""

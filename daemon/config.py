@@ -138,6 +138,11 @@ class Config:
         return "postgresql" if self.database_url.startswith(("postgresql:", "postgres:")) else "sqlite"
 
     @property
+    def database(self) -> str:
+        """Where keys and decisions are, for people: the SQLite file, or the URL without its password."""
+        return mask_url(self.database_url) if self.backend == "postgresql" else str(self.db_file)
+
+    @property
     def fingerprint_path(self) -> Path:
         """The file holding the secret of the input fingerprints."""
         if self.fingerprint_secret_file:

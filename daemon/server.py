@@ -61,7 +61,7 @@ async def serve(config: Config, on_ready: Callable[[str], None] | None = None) -
     try:
 
         def listening(url: str) -> None:
-            pid.write({"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file),
+            pid.write({"pid": os.getpid(), "url": url, "started_at": time.time(), "db": config.database,
                        "workers": [os.getpid()]})
             if on_ready:
                 on_ready(url)
@@ -91,7 +91,7 @@ def serve_workers(config: Config, n: int, on_ready: Callable[[str], None] | None
         reserved = reserve_port(config.host, config.port)
         port = int(reserved.getsockname()[1])
         url = _url(config.host, port, secure=config.tls)
-        info = {"pid": os.getpid(), "url": url, "started_at": time.time(), "db": str(config.db_file)}
+        info = {"pid": os.getpid(), "url": url, "started_at": time.time(), "db": config.database}
         sup = Supervisor(config, n, port, lambda pids: pid.write({**info, "workers": pids}))
         pid.write({**info, "workers": []})  # clients see the daemon (not yet ready) while its workers start
         try:
@@ -137,7 +137,7 @@ async def run_app(
         log.info(
             "aigov %s on %s (%s, policy %s, %d active keys, rate limits %s)",
             f"worker {slot} (pid {os.getpid()}) listening" if shared else "listening", url,
-            config.db_file if config.backend == "sqlite" else "PostgreSQL", svc.policies.version,
+            config.database, svc.policies.version,
             svc.auth.active_count(), config.rate_limit_url.partition(":")[0],
         )
         if on_listening:

@@ -7,8 +7,6 @@ from aigov_cli.audit.model import AuditContext, Finding, Severity
 
 def check_schema(ctx: AuditContext) -> list[Finding]:
     """The database schema must be the version this aigov writes."""
-    from daemon.storage.sqlite_db import SCHEMA_VERSION
-
     if not ctx.db_exists():
         return [Finding("AG602", "no database yet", Severity.INFO, f"{ctx.db_location} does not exist",
                         "Nothing to do: it is created by `aigov serve` or `aigov keys create`.")]
@@ -17,17 +15,17 @@ def check_schema(ctx: AuditContext) -> list[Finding]:
         return [Finding("AG601", "database cannot be read", Severity.CRITICAL, ctx.db_error or ctx.db_location,
                         "Restore the database from a backup.", location=ctx.db_location)]
     try:
-        version, pending = reader.schema_version(), reader.pending_migrations()
+        version, pending, current = reader.schema_version(), reader.pending_migrations(), reader.current_version
     except Exception as e:  # a file that opens but whose tables cannot be read
         return [Finding("AG601", "database cannot be read", Severity.CRITICAL, f"{ctx.db_location}: {e}",
                         "Restore the database from a backup.", location=ctx.db_location)]
-    if version > SCHEMA_VERSION:
+    if version > current:
         return [Finding("AG603", "database schema is newer than this aigov", Severity.HIGH,
-                        f"schema version {version}, this aigov understands {SCHEMA_VERSION}",
+                        f"schema version {version}, this aigov understands {current}",
                         "Upgrade aigov to the version that wrote this database.", location=ctx.db_location)]
     if pending:
         return [Finding("AG603", "database schema is out of date", Severity.MEDIUM,
-                        f"schema version {version}, current is {SCHEMA_VERSION} (pending: "
+                        f"schema version {version}, current is {current} (pending: "
                         f"{', '.join(map(str, pending))}); the key and decision-log checks need the current schema",
                         "Run `aigov db upgrade` (or start `aigov serve`): it applies the pending migrations.",
                         location=ctx.db_location)]

@@ -229,7 +229,7 @@ def status(
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
     out: dict[str, Any] = {"running": bool(info), "home": str(cfg.paths.home or cfg.paths.config_dir),
-                           "db": str(cfg.db_file)}
+                           "db": cfg.database}
     if info:
         out.update(pid=info.get("pid"), url=info.get("url"), workers=info.get("workers") or [info.get("pid")])
         ready = _get_json(f"{info.get('url')}/readyz") if info.get("url") else None

@@ -25,7 +25,6 @@ def status(
     """Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing)."""
     from aigov_cli.output import print_json
     from daemon.storage import decision_reader
-    from daemon.storage.sqlite_db import SCHEMA_VERSION
 
     cfg = load_cfg()
     with decision_reader(cfg, migrate=False) as reader:
@@ -33,7 +32,7 @@ def status(
             "backend": reader.backend,
             "location": reader.location(),
             "schema_version": reader.schema_version(),
-            "current_version": SCHEMA_VERSION,
+            "current_version": reader.current_version,
             "pending_migrations": reader.pending_migrations(),
         }
         out["rows"] = reader.counts() if not out["pending_migrations"] else None

@@ -64,6 +64,14 @@ def decision_reader(config: Config, *, migrate: bool = True) -> DecisionReader:
     return SqliteDecisionReader(config.db_file, migrate=migrate)
 
 
-def chain_name(worker: int = 0) -> str:
-    """The hash chain a writer appends to: this host's worker slot, stable across restarts."""
-    return f"{socket.gethostname()}/w{worker}"
+def chain_name(config: Config, worker: int = 0) -> str:
+    """The hash chain a writer appends to: ``HOST/HOME/wN``, stable across restarts.
+
+    The host and a short digest of the home's data directory tell apart daemons on several
+    machines and several daemons on one machine (each its own chain, so none waits on another's
+    head); ``wN`` is the worker slot under ``serve --workers``.
+    """
+    import hashlib
+
+    home = hashlib.sha256(str(config.paths.data_dir.absolute()).encode("utf-8", "surrogatepass")).hexdigest()[:6]
+    return f"{socket.gethostname()}/{home}/w{worker}"

@@ -185,6 +185,7 @@ class DecisionReader(abc.ABC):
     with ``rules`` and ``reasons`` as JSON text, ``metadata`` as JSON text or None."""
 
     backend: str
+    current_version: int  # the schema version this aigov writes (both stores number their migrations alike)
 
     @abc.abstractmethod
     def max_id(self) -> int:

@@ -24,6 +24,7 @@ from daemon.storage.interface import ChainReport, DecisionFilter, DecisionReader
 from daemon.storage.postgres_db import (
     CLI_STATEMENT_TIMEOUT_MS,
     MIGRATIONS,
+    SCHEMA_VERSION,
     LoopThread,
     PgTarget,
     describe_error,
@@ -334,6 +335,7 @@ class PostgresDecisionReader(DecisionReader):
     """
 
     backend = "postgresql"
+    current_version = SCHEMA_VERSION
 
     def __init__(self, target: PgTarget, *, migrate: bool = True) -> None:
         self.target = target

@@ -29,6 +29,7 @@ from daemon.storage.records import (
 from daemon.storage.sqlite_db import (
     BUSY_TIMEOUT_MS,
     MIGRATIONS,
+    SCHEMA_VERSION,
     WalCheckpointer,
     connect_sync,
     migrate,
@@ -218,6 +219,7 @@ class SqliteDecisionReader(DecisionReader):
     """Reads the decision log of an SQLite file; a missing file reads as an empty log."""
 
     backend = "sqlite"
+    current_version = SCHEMA_VERSION
 
     def __init__(self, path: Path, *, migrate: bool = True) -> None:
         self.path = path
