@@ -2,7 +2,15 @@
 
 body size -> auth -> rate limit -> JSON validation -> policy -> enqueue decision -> respond -> metrics.
 
-The hot path has no middleware, no ``await`` when the key is warm, and no disk.
+The hot path has no middleware, no ``await`` that suspends when the key is warm, and no disk.
+
+Speed tricks on this path, and what each buys in CPU per check (``bench/cpu_ab.py``, the daemon
+against a copy without the trick, side by side, 3-4 rounds, 2026-11-30): the router bypass for
+``POST /v1/check`` (:func:`daemon.app.route_hot_path`) 8 %; request ids from cached time characters
+(:func:`new_request_id`) 5 %; header names as ``istr`` and ``tuple.__new__`` for the records and rate
+decisions, together 4 %; the template answer for a plain allow (:func:`render_decision`) 4 %; the JSON
+scanner called directly (:func:`parse_json`) 4 %; a body that came with its headers taken whole
+(:meth:`Checkpoint.read_body`) 3.5 % (measured when it was made). Each is marked where it is.
 """
 
 from __future__ import annotations
@@ -52,7 +60,11 @@ def _encode_time(ms: int) -> str:
 
 
 def new_request_id() -> str:
-    """A ULID: 48-bit millisecond time + 80 random bits in Crockford base32, sortable by time."""
+    """A ULID: 48-bit millisecond time + 80 random bits in Crockford base32, sortable by time.
+
+    Speed (5 % of a check): the first 8 time characters change about once a second and are cached;
+    the rest come from a table of character pairs, 10 bits at a time.
+    """
     global _high
     ms = time.time_ns() // 1_000_000
     hi = ms >> 10
@@ -68,7 +80,8 @@ def new_request_id() -> str:
                     p[(b >> 10) & 1023], p[b & 1023], p[c >> 10], p[c & 1023]))
 
 
-# Header names as multidict's istr: the response's CIMultiDict takes them without re-folding case.
+# Header names as multidict's istr: the response's CIMultiDict takes them without re-folding case
+# (with tuple.__new__ below: 4 % of a check).
 _H_LIMIT = istr("X-RateLimit-Limit")
 _H_REMAINING = istr("X-RateLimit-Remaining")
 _H_RESET = istr("X-RateLimit-Reset")
@@ -107,7 +120,8 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 
 
 def parse_json(raw: bytes) -> Any:
-    """``json.loads(raw.decode("utf-8"))``, skipping its Python layers for a body without padding.
+    """``json.loads(raw.decode("utf-8"))``, skipping its Python layers for a body without padding
+    (speed: 4 % of a check).
 
     The scanner parses one value from offset 0; when that value is the whole text the result is
     what json.loads gives. Anything else (leading or trailing whitespace, trailing data, no
@@ -208,7 +222,7 @@ def validate(data: Any) -> tuple[str, str, str, str, dict[str, Any] | None]:
     return model, operation, text, direction, meta
 
 
-_new_entry = tuple.__new__  # Entry._make's constructor: half the cost of Entry(...) per request
+_new_entry = tuple.__new__  # Entry._make's constructor: half the cost of Entry(...) (with istr: 4 % of a check)
 
 
 class Checkpoint:
@@ -358,7 +372,8 @@ _ALLOW_TAILS: dict[tuple[str, str], str] = {}
 
 
 def render_decision(rid: str, decision: Decision) -> bytes:
-    """The 200 body. A plain allow (the common case) is a template with the request id filled in."""
+    """The 200 body. A plain allow (the common case) is a template with the request id filled in
+    (speed: 4 % of a check against encoding the whole answer each time)."""
     if decision.allowed and not decision.reasons:
         key = (decision.policy_name, decision.policy_version)
         tail = _ALLOW_TAILS.get(key)
