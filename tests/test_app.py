@@ -83,6 +83,21 @@ async def test_allow_with_headers(client: Client, token: str) -> None:
     assert int(r.headers["X-RateLimit-Reset"]) >= 0 and r.headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+async def test_the_auth_scheme_is_case_insensitive(client: Client, token: str, scheme: str) -> None:
+    await refresh(client)
+    r = await post(client, None, BODY, extra={"Authorization": f"{scheme} {token}"})
+    assert r.status == 200, await r.text()
+
+
+async def test_a_token_in_x_api_key(client: Client, token: str) -> None:
+    await refresh(client)
+    assert (await post(client, None, BODY, extra={"x-api-key": token})).status == 200
+    # An Authorization header of another kind is not overridden by x-api-key: malformed, 401.
+    r = await post(client, None, BODY, extra={"x-api-key": token, "Authorization": "Basic abc"})
+    await expect_error(r, 401, "unauthorized")
+
+
 async def test_missing_token(client: Client) -> None:
     await expect_error(await post(client, None, BODY), 401, "unauthorized")
 
