@@ -54,3 +54,18 @@ def _make_quote() -> Callable[[str], str]:
 
 quote: Callable[[str], str] = _make_quote()
 """A JSON string literal (with quotes) for ``s``, non-ASCII kept."""
+
+
+def json_type(v: Any) -> str:
+    """What kind of JSON value ``v`` is, for error messages: ``null``, ``a boolean``, ``an array`` ..."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "an object"
+    return "a string"

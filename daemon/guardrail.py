@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.fastjson import json_type
 from daemon.policy.model import Decision, Reason
 
 PATH = "/beta/litellm_basic_guardrail_api"
@@ -55,23 +56,9 @@ class GuardrailRequest:
         return DIRECTION_OF[self.input_type]
 
 
-def _kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return "a string"
-
-
 def _text(v: Any, field: str) -> str:
     if not isinstance(v, str):
-        raise GuardrailRequestError(f"field '{field}' must be a string, not {_kind(v)}")
+        raise GuardrailRequestError(f"field '{field}' must be a string, not {json_type(v)}")
     if not v.isascii() and _SURROGATE.search(v):
         raise GuardrailRequestError(f"field '{field}' contains invalid Unicode (a lone surrogate)")
     return v
@@ -96,24 +83,24 @@ def parse_request(data: Any) -> GuardrailRequest:
     ``additional_provider_specific_params: {operation: ...}``.
     """
     if not isinstance(data, dict):
-        raise GuardrailRequestError(f"the body must be a JSON object, not {_kind(data)}")
+        raise GuardrailRequestError(f"the body must be a JSON object, not {json_type(data)}")
     input_type = data.get("input_type")
     if input_type not in ("request", "response"):  # a tuple: a list or an object is compared, never hashed
         shown = f"'{input_type[:32]}'" if isinstance(input_type, str) and input_type.isascii() \
-            and input_type.isprintable() else _kind(input_type)
+            and input_type.isprintable() else json_type(input_type)
         raise GuardrailRequestError(f"field 'input_type' must be \"request\" or \"response\", not {shown}")
     raw_texts = data.get("texts")
     if raw_texts is None:
         raw_texts = []
     if not isinstance(raw_texts, list):
-        raise GuardrailRequestError(f"field 'texts' must be an array of strings, not {_kind(raw_texts)}")
+        raise GuardrailRequestError(f"field 'texts' must be an array of strings, not {json_type(raw_texts)}")
     if len(raw_texts) > MAX_TEXTS:
         raise GuardrailRequestError(f"field 'texts' may hold at most {MAX_TEXTS} texts, not {len(raw_texts)}")
     texts = tuple(_text(t, f"texts[{i}]") for i, t in enumerate(raw_texts))
     params = data.get("additional_provider_specific_params")
     if params is not None and not isinstance(params, dict):
         raise GuardrailRequestError(
-            f"field 'additional_provider_specific_params' must be an object or null, not {_kind(params)}"
+            f"field 'additional_provider_specific_params' must be an object or null, not {json_type(params)}"
         )
     operation = params.get("operation") if params else None
     call_id = data.get("litellm_call_id")

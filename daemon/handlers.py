@@ -31,6 +31,7 @@ from daemon.auth import KeyEntry, Unauthorized, bearer_token
 from daemon.decisionlog import QueueFull
 from daemon.errors import ERROR_CODES
 from daemon.fastjson import dumps as _encode
+from daemon.fastjson import json_type
 from daemon.policy.model import Decision
 from daemon.ratelimit import RateDecision, RateLimiterUnavailable
 from daemon.service import Service
@@ -150,7 +151,7 @@ def _check_name(data: dict[str, Any], field: str) -> str:
     if v is None:
         raise ValidationError(f"field '{field}' is required")
     if not isinstance(v, str):
-        raise ValidationError(f"field '{field}' must be a string, not {_json_type(v)}")
+        raise ValidationError(f"field '{field}' must be a string, not {json_type(v)}")
     if not v or len(v) > MAX_NAME_CHARS:
         raise ValidationError(f"field '{field}' must be 1 to {MAX_NAME_CHARS} characters")
     if not v.isascii() and _SURROGATE.search(v):  # isascii() is a flag check: no scan for ASCII text
@@ -158,24 +159,10 @@ def _check_name(data: dict[str, Any], field: str) -> str:
     return v
 
 
-def _json_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "an object"
-    return "a string"
-
-
 def validate(data: Any) -> tuple[str, str, str, str, dict[str, Any] | None]:
     """Check a decoded body; (model, operation, input_text, direction, metadata) or ValidationError."""
     if not isinstance(data, dict):
-        raise ValidationError(f"the body must be a JSON object, not {_json_type(data)}")
+        raise ValidationError(f"the body must be a JSON object, not {json_type(data)}")
     if not _FIELDS.issuperset(data):
         extra = sorted(set(data) - _FIELDS)[0]
         if _SURROGATE.search(extra):  # it could not be encoded into the answer: that was a 500
@@ -189,7 +176,7 @@ def validate(data: Any) -> tuple[str, str, str, str, dict[str, Any] | None]:
     elif direction not in _DIRECTIONS:  # a list or an object is "not in" too: no hashing of the value
         # Echo only plain text: a lone surrogate could not even be encoded into the answer.
         plain = isinstance(direction, str) and direction.isascii() and direction.isprintable()
-        shown = f"'{direction[:64]}'" if plain else "a string" if isinstance(direction, str) else _json_type(direction)
+        shown = f"'{direction[:64]}'" if plain else "a string" if isinstance(direction, str) else json_type(direction)
         raise ValidationError(f"field 'direction' must be \"input\" or \"output\", not {shown}")
     model = _check_name(data, "model")
     operation = _check_name(data, "operation")
@@ -197,14 +184,14 @@ def validate(data: Any) -> tuple[str, str, str, str, dict[str, Any] | None]:
     if text is None:
         raise ValidationError("field 'input_text' is required")
     if not isinstance(text, str):
-        raise ValidationError(f"field 'input_text' must be a string, not {_json_type(text)}")
+        raise ValidationError(f"field 'input_text' must be a string, not {json_type(text)}")
     if not text.isascii() and _SURROGATE.search(text):
         raise ValidationError("field 'input_text' contains invalid Unicode (a lone surrogate)")
     meta = data.get("metadata", _ABSENT)
     if meta is _ABSENT:
         return model, operation, text, direction, None
     if not isinstance(meta, dict):
-        raise ValidationError(f"field 'metadata' must be an object, not {_json_type(meta)}")
+        raise ValidationError(f"field 'metadata' must be an object, not {json_type(meta)}")
     if len(meta) > MAX_METADATA_KEYS:
         raise ValidationError(f"field 'metadata' may have at most {MAX_METADATA_KEYS} keys")
     for k, v in meta.items():
