@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -77,13 +77,23 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def main() -> None:
-    """Entry point of the ``aigov`` console script."""
+def build() -> Any:
+    """The click command of the whole app, every parameter behind the UTF-8 boundary (:mod:`textin`)."""
+    import typer.main
+
+    from aigov_cli.textin import guard_params
+
+    command = typer.main.get_command(app)
+    guard_params(command)
+    return command
+
+
+def run(command: Any, args: list[str]) -> None:
+    """Run ``aigov ARGS``; domain errors become one line on stderr and exit 1 or 2 (SystemExit)."""
     from daemon.errors import AigovError, ConfigError, NotFoundError
 
-    os.umask(0o077)  # files holding secrets or decisions are never group/world readable
     try:
-        app()
+        command(args, prog_name="aigov")
     except ConfigError as e:
         _fail(str(e), 2)
     except NotFoundError as e:
@@ -92,6 +102,12 @@ def main() -> None:
         _fail(str(e), 2)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+
+
+def main() -> None:
+    """Entry point of the ``aigov`` console script."""
+    os.umask(0o077)  # files holding secrets or decisions are never group/world readable
+    run(build(), sys.argv[1:])
 
 
 def _fail(message: str, code: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,7 +69,9 @@ def test(
     from daemon.errors import ConfigError
 
     if input_text == "-":
-        input_text = sys.stdin.read()
+        from aigov_cli.textin import read_stdin
+
+        input_text = read_stdin("--input -")
     ps = _load(file)
     pol = ps.get(policy)
     if pol is None:
