@@ -19,6 +19,12 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def error_lines(message: str) -> str:
+    """``aigov: error: MESSAGE`` for stderr; a message of several errors gets the prefix on each line."""
+    lines = [line for line in message.splitlines() if line.strip()] or ["unknown error"]
+    return "".join(f"aigov: error: {line.removeprefix('aigov: error: ')}\n" for line in lines)
+
+
 def iso(ts: float | None) -> str | None:
     """A UNIX time as ISO 8601 UTC (``2026-11-27T05:00:00Z``), or None."""
     if ts is None:

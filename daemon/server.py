@@ -122,7 +122,10 @@ async def _serve(config: Config, pid: PidFile, on_ready: Callable[[str], None] |
         try:
             await site.start()
         except OSError as e:
-            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
+            # aiohttp's message repeats the address ("error while attempting to bind on address
+            # ('127.0.0.1', 8080): address already in use"): the errno's own words say it once.
+            why = os.strerror(e.errno).lower() if e.errno else str(e)
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {why}") from None
         addrs = runner.addresses
         port = int(addrs[0][1]) if addrs else config.port
         host = f"[{config.host}]" if ":" in config.host else config.host

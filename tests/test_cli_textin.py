@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.cli_run import run_main
 from tests.daemon_proc import cli
 
 REDACTING = '[policies.default]\n[[policies.default.rules]]\nid = "pii.email"\ndetector = "email"\naction = "redact"\n'
@@ -84,26 +83,6 @@ def _text_params() -> list[tuple[tuple[str, ...], str, bool]]:
 TEXT_PARAMS = _text_params()
 ARGV_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")  # what argv can hold
 BAD = st.sampled_from([b"\xff", b"\x80", b"\xc3", b"\xed\xa0\x80", b"\xf5\x80\x80\x80", b"\xe2\x82"])
-
-
-COMMAND = None
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """``aigov ARGV`` in this process, as main() runs it (the command is built once: it takes 50 ms)."""
-    global COMMAND
-    from aigov_cli.main import build, run
-
-    if COMMAND is None:
-        COMMAND = build()
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            run(COMMAND, argv)
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_the_sweep_covers_every_command() -> None:

@@ -117,7 +117,8 @@ def _detach(cfg: Any, host: str | None, port: int | None) -> None:
     while time.time() < deadline:
         if proc.poll() is not None:
             tail = cfg.paths.log_file.read_text(errors="replace").strip().splitlines()[-1:]
-            raise ConfigError(f"the daemon exited at start ({tail[0] if tail else 'no log'})")
+            last = tail[0].removeprefix("aigov: error: ") if tail else f"nothing in {cfg.paths.log_file}"
+            raise ConfigError(f"the daemon exited at start: {last}")
         info = daemon_running(cfg.paths.pid_file)
         if info and info.get("url") and _get_json(f"{info['url']}/healthz") is not None:
             typer.echo(f"aigov started in the background: pid {info['pid']}, {info['url']}")
