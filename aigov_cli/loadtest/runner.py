@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from aigov_cli.loadtest.corpus import Corpus
-from aigov_cli.loadtest.engine import EngineConfig, PhaseResult, Tick
+from aigov_cli.loadtest.engine import EngineConfig, PhaseResult, Tally, Tick
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.keys import KeyAdmin, KeyAdminError, TempKeys
 from aigov_cli.loadtest.scenarios import MAX_REQUESTS, Mode, PhaseSpec, stress_stages
@@ -71,10 +71,8 @@ class LiveState:
     started: float = 0.0
     label: str = ""
     target_rate: float = 0.0
-    sent: int = 0
-    completed: int = 0
-    errors: int = 0
-    rate_limited: int = 0
+    main: Tally = field(default_factory=Tally)
+    probe: Tally = field(default_factory=Tally)
     late: int = 0
     hist: Histogram = field(default_factory=Histogram)
     queue_depth: float | None = None
@@ -82,8 +80,8 @@ class LiveState:
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     def elapsed(self) -> float:
-        """Seconds since the run started."""
-        return time.monotonic() - self.started if self.started else 0.0
+        """Seconds since the run started (0 until then: the first requests are scheduled a moment ahead)."""
+        return max(0.0, time.monotonic() - self.started) if self.started else 0.0
 
     def achieved_rate(self) -> float:
         """Starts per second over the last two seconds or so."""
@@ -131,10 +129,7 @@ class HistoryRow:
     length_s: float
     phase: int
     target_rate: float
-    sent: int = 0
-    completed: int = 0
-    errors: int = 0
-    rate_limited: int = 0
+    main: Tally = field(default_factory=Tally)
     late: int = 0
     hist: Histogram = field(default_factory=Histogram)
     queue_depth: float | None = None
@@ -212,14 +207,13 @@ def stats_of(
     accuracy: float | None = None,
     breaking_point: float | None = None,
 ) -> Stats:
-    """The threshold inputs of a result."""
-    finished = result.finished
+    """The threshold inputs of a result (the main traffic's: probes are judged by accuracy alone)."""
     return Stats(
         latency=result.latency,
-        error_rate=(result.error_count / finished) if finished else None,
+        error_rate=result.error_rate,
         rate_limit_accuracy=accuracy,
         queue_depth=queue_depth,
-        rps=result.completed / result.wall_s if result.wall_s > 0 else None,
+        rps=result.main.completed / result.wall_s if result.wall_s > 0 else None,
         breaking_point=breaking_point,
     )
 
@@ -227,7 +221,8 @@ def stats_of(
 def generator_bound(result: PhaseResult) -> bool:
     """Whether the sender itself (not the server) kept a phase from its schedule."""
     busy = result.max_cpu_ratio >= 0.85
-    behind = result.dispatch_max_lag_s > 0.1 or (result.sent and result.dispatch_late / result.sent > 0.01)
+    sent = result.main.sent + result.probe.sent
+    behind = result.dispatch_max_lag_s > 0.1 or (sent and result.dispatch_late / sent > 0.01)
     return bool(busy and behind)
 
 
@@ -309,13 +304,11 @@ class _Collector:
 
     def on_tick(self, tick: Tick) -> None:
         s = self.state
-        s.sent += tick.sent
-        s.completed += tick.completed
-        s.errors += tick.errors
-        s.rate_limited += tick.rate_limited
+        s.main.merge(tick.main)
+        s.probe.merge(tick.probe)
         s.late += tick.late
         s.hist.merge(tick.hist)
-        s.recent.append((time.monotonic(), s.sent))
+        s.recent.append((time.monotonic(), s.main.sent + s.probe.sent))
         row_i = int(tick.index * self.tick_s / self.interval_s + 1e-9)
         key = (tick.phase, row_i)
         row = self.rows.get(key)
@@ -327,10 +320,7 @@ class _Collector:
                 phase=tick.phase,
                 target_rate=self.phase_rate.get(tick.phase, 0),
             )
-        row.sent += tick.sent
-        row.completed += tick.completed
-        row.errors += tick.errors
-        row.rate_limited += tick.rate_limited
+        row.main.merge(tick.main)
         row.late += tick.late
         row.hist.merge(tick.hist)
         self.observer.update(s)
@@ -341,7 +331,7 @@ class _Collector:
         for r in rows:
             offset = self.phase_offset.get(r.phase, 0.0)
             end = offset + self.phase_len.get(r.phase, math.inf)
-            if r.t_s >= end - 1e-9 and not (r.sent or r.completed or r.errors):
+            if r.t_s >= end - 1e-9 and not (r.main.sent or r.main.completed or r.main.abandoned):
                 continue
             r.length_s = max(1e-3, min(self.interval_s, end - r.t_s)) if r.t_s < end else self.interval_s
             inside = [s for s in samples if r.t_s <= s.t_s < r.t_s + self.interval_s]
@@ -486,7 +476,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
             state.label = f"stage {i + 1}/{len(specs)}" if opts.mode is Mode.stress else opts.mode.value
             state.target_rate = spec.rate
             res = await executor.run_phase(i, spec, t0, collector.on_tick)
-            budget -= res.sent
+            budget -= res.main.sent + res.probe.sent
             offset += max(spec.duration_s, res.wall_s)
             window = [
                 s.queue_depth
