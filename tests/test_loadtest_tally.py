@@ -1,7 +1,8 @@
 """One tally for `aigov loadtest`: the live panel, the summary and the JSON read the same counts, and they add up.
 
 A real daemon, a real run (in this process, so that the live state can be read too): sent = completed +
-abandoned, completed = ok + rate_limited + errors, probe traffic on its own.
+abandoned, completed = ok + rate_limited + errors, probe traffic on its own, and stress runs that never
+broke say so.
 """
 
 from __future__ import annotations
@@ -124,6 +125,36 @@ def test_burst_counts_agree_and_add_up(daemon: DaemonProc, monkeypatch: pytest.M
     assert f"requests             {outcome_line(req)}" in text
     assert f"probe requests       {outcome_line(probe)}" in text
     assert outcome_line(probe) == "40 sent: 18 ok, 22 rate limited (429), 0 errors"
+
+
+@pytest.mark.e2e
+def test_a_stress_run_that_never_broke_reports_no_breaking_point(
+    daemon: DaemonProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, doc, _ = run(daemon, monkeypatch, mode=Mode.stress, rate=50, step=2, stage_duration="1s", duration="2s",
+                    thresholds=("breaking_point>10",))
+    assert [s["met_sla"] for s in doc["stages"]] == [True, True]
+    assert doc["breaking_point_rps"] is None and doc["max_rate_met"] == 100
+    bp = next(t for t in doc["thresholds"] if t["metric"] == "breaking_point")
+    assert (bp["status"], bp["observed"], bp["observed_text"]) == ("skipped", None, "not reached")
+    assert doc["passed"] is True
+    text = summary_text(doc)
+    assert "breaking point   not reached (highest rate tried: 100 req/s, all stages met the SLA)" in text
+    adds_up(doc["requests"])
+    for stage in doc["stages"]:
+        adds_up(stage)
+    assert doc["requests"]["sent"] == sum(s["sent"] for s in doc["stages"]) == 150
+
+
+@pytest.mark.e2e
+def test_a_stress_run_that_broke_names_both_rates(daemon: DaemonProc, monkeypatch: pytest.MonkeyPatch) -> None:
+    # rps<75 holds at 50 req/s and not at 100: the second stage breaks the SLA.
+    _, doc, _ = run(daemon, monkeypatch, mode=Mode.stress, rate=50, step=2, stage_duration="1s", duration="3s",
+                    thresholds=("rps<75", "breaking_point>=50"))
+    assert [s["met_sla"] for s in doc["stages"]] == [True, False]
+    assert doc["breaking_point_rps"] == 50 and doc["max_rate_met"] == 50
+    assert next(t for t in doc["thresholds"] if t["metric"] == "breaking_point")["status"] == "pass"
+    assert "breaking point   50 req/s (highest rate that met the SLA; 100 req/s did not)" in summary_text(doc)
 
 
 def test_the_first_frame_never_shows_negative_time() -> None:

@@ -274,6 +274,7 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
         if o.mode is Mode.stress
         else [],
         "breaking_point_rps": run.breaking_point,
+        "max_rate_met": run.max_rate_met,
         "drift": drift_info,
         "history": rows,
         "thresholds": [
@@ -321,6 +322,21 @@ def outcome_line(counts: dict[str, Any]) -> str:
     line = (f"{counts['sent']} sent: {counts['ok']} ok, {counts['rate_limited']} rate limited (429), "
             f"{counts['errors']} errors")
     return line + (f", {counts['abandoned']} abandoned" if counts["abandoned"] else "")
+
+
+def breaking_point_text(doc: dict[str, Any]) -> str:
+    """What a stress run found: where the SLA broke, or that it never did."""
+    stages = doc["stages"]
+    if not stages:
+        return "no stage ran"
+    bp, met = doc["breaking_point_rps"], doc["max_rate_met"]
+    failed = next((s for s in stages if not s["met_sla"]), None)
+    if failed is None:
+        tried = max(s["target_rate"] for s in stages)
+        return f"not reached (highest rate tried: {tried:g} req/s, all stages met the SLA)"
+    if bp is None or met is None:
+        return f"below {failed['target_rate']:g} req/s (the first stage missed the SLA)"
+    return f"{bp:g} req/s (highest rate that met the SLA; {failed['target_rate']:g} req/s did not)"
 
 
 def render_summary(doc: dict[str, Any], console: Any) -> None:
@@ -377,12 +393,8 @@ def render_summary(doc: dict[str, Any], console: Any) -> None:
             f"{p['passed']}/{p['sent']} passed (expected {p['expected']})" for p in rl["probes"]
         )
         t.add_row("rate-limit accuracy", f"{'-' if acc is None else f'{acc:.2f}%'}  {detail}")
-    if doc["breaking_point_rps"] is not None or doc["mode"] == "stress":
-        bp = doc["breaking_point_rps"]
-        t.add_row(
-            "breaking point",
-            "no stage met the SLA" if bp is None else f"{bp:g} req/s (highest rate that met the SLA)",
-        )
+    if doc["mode"] == "stress":
+        t.add_row("breaking point", breaking_point_text(doc))
     console.print(t)
 
     lt = Table(title="latency (from intended start)", title_justify="left", box=None)

@@ -176,6 +176,7 @@ class RunData:
     probe_expected: dict[int, int] = field(default_factory=dict)
     probe_limits: dict[int, int] = field(default_factory=dict)
     breaking_point: float | None = None
+    max_rate_met: float | None = None
     warnings: list[str] = field(default_factory=list)
     thresholds: list[ThresholdResult] = field(default_factory=list)
     keys_created: int = 0
@@ -206,6 +207,7 @@ def stats_of(
     queue_depth: float | None,
     accuracy: float | None = None,
     breaking_point: float | None = None,
+    not_measured: dict[str, str] | None = None,
 ) -> Stats:
     """The threshold inputs of a result (the main traffic's: probes are judged by accuracy alone)."""
     return Stats(
@@ -215,6 +217,7 @@ def stats_of(
         queue_depth=queue_depth,
         rps=result.main.completed / result.wall_s if result.wall_s > 0 else None,
         breaking_point=breaking_point,
+        not_measured=not_measured or {},
     )
 
 
@@ -551,13 +554,20 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
     data.total.spec = PhaseSpec(rate=opts.rate, duration_s=sum(st.spec.duration_s for st in data.stages))
     data.total.wall_s = sum(st.result.wall_s for st in data.stages)
     data.total.schedule_s = sum(st.result.schedule_s for st in data.stages)
+    not_measured: dict[str, str] = {}
     if opts.mode is Mode.stress:
         met_rates = []
         for st in data.stages:
             if not st.met_sla:
                 break
             met_rates.append(st.spec.rate)
-        data.breaking_point = max(met_rates) if met_rates else None
+        data.max_rate_met = max(met_rates) if met_rates else None
+        broke = any(not st.met_sla for st in data.stages)
+        # The breaking point is the highest rate that met the SLA *below one that did not*: when
+        # every stage met it, there is none to report, and a threshold on it is skipped.
+        data.breaking_point = data.max_rate_met if broke else None
+        if not broke:
+            not_measured["breaking_point"] = "not reached"
         judged = PhaseResult(phase=0, spec=PhaseSpec(0, 0), workers=0)
         qmaxes: list[float] = []
         for st in data.stages[: max(1, len(met_rates))]:
@@ -566,7 +576,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
             if st.queue_depth_max is not None:
                 qmaxes.append(st.queue_depth_max)
         stats = stats_of(
-            judged, max(qmaxes) if qmaxes else None, data.rate_limit_accuracy(), data.breaking_point
+            judged, max(qmaxes) if qmaxes else None, data.rate_limit_accuracy(), data.breaking_point, not_measured
         )
     else:
         stats = stats_of(data.total, data.queue_depth_max(), data.rate_limit_accuracy())
