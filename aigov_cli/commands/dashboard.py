@@ -43,14 +43,21 @@ def export(
 @app.command("prometheus-config")
 def prometheus_config(
     job: Annotated[str, typer.Option("--job", help="The job name.")] = "aigov",
-    interval: Annotated[str, typer.Option("--interval", help="The scrape interval.")] = "15s",
+    interval: Annotated[str, typer.Option("--interval", help="The scrape interval (a Prometheus duration).")] = "15s",
+    full: Annotated[bool, typer.Option("--full", help="Print a whole prometheus.yml instead of one scrape job.")]
+    = False,
 ) -> None:
-    """Print a Prometheus scrape configuration for the local daemon."""
-    from aigov_cli.dashboard.prometheus import scrape_config
+    """Print a Prometheus scrape job for the local daemon (to add under scrape_configs), or a whole file."""
+    from aigov_cli.dashboard.prometheus import check_interval, full_config, job_text
     from aigov_cli.output import config as load_cfg
+    from daemon.errors import ConfigError
     from daemon.server import daemon_running
 
+    if not check_interval(interval):
+        raise ConfigError(f"--interval: {interval!r} is not a Prometheus duration (e.g. 15s, 1m, 1m30s)")
+    if not job.strip():
+        raise ConfigError("--job: the job name is empty")
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
-    url = (info or {}).get("url") or cfg.url
-    typer.echo(scrape_config(str(url), job, interval), nl=False)
+    url = str((info or {}).get("url") or cfg.url)
+    typer.echo((full_config if full else job_text)(url, job, interval), nl=False)
