@@ -26,8 +26,9 @@ def summary_line(report: AuditReport) -> str:
     c = report.counts()
     parts = ", ".join(f"{n} {sev}" for sev, n in c.items() if n)
     failed = sum(1 for r in report.results if r.status == "fail")
+    skipped = sum(1 for r in report.results if r.status == "skipped")
     return (f"{len(report.findings)} finding(s){': ' + parts if parts else ''} "
-            f"({len(report.results)} checks, {failed} failed, {report.duration:.1f} s)")
+            f"({len(report.results)} checks, {failed} failed, {skipped} skipped, {report.duration:.1f} s)")
 
 
 def render_text(report: AuditReport, console: Console) -> None:
@@ -52,6 +53,9 @@ def render_text(report: AuditReport, console: Console) -> None:
         console.print(t)
     if not findings:
         console.print("No findings.")
+    for r in report.results:
+        if r.skipped is not None:
+            console.print(f"skipped: {r.name} ({r.skipped})", markup=False, soft_wrap=True)
     console.print(summary_line(report), markup=False)
 
 
@@ -66,7 +70,8 @@ def to_json(report: AuditReport, fail_on: Severity) -> dict[str, Any]:
         "summary": report.counts(),
         "findings": [f.as_dict() for f in report.findings],
         "checks": [{"name": r.name, "function": r.function,
-                    "description": r.description, "status": r.status, "findings": len(r.findings)}
+                    "description": r.description, "status": r.status, "findings": len(r.findings),
+                    **({"reason": r.skipped} if r.skipped is not None else {})}
                    for r in report.results],
     }
 
