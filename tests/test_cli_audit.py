@@ -362,6 +362,15 @@ def test_dependency_check_without_pip_audit_is_skipped_with_the_command_that_run
     assert "pip install 'aigov[audit]'" in f["remediation"] and "network" not in f["remediation"]
 
 
+def test_the_table_shows_texts_as_written(home: Path) -> None:
+    # rich markup took "[audit]" in the remediation for a style tag and printed `pip install 'aigov'`.
+    r = cli(home, "audit", COLUMNS="200", timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    if "AG902" in r.stdout:  # pip-audit is not installed here
+        assert "'aigov[audit]'" in r.stdout and "'aigov'" not in r.stdout
+        assert "skipped: dependency vulnerabilities (pip-audit is not installed)" in r.stdout
+
+
 def test_dependency_check_offline_is_skipped(home: Path) -> None:
     doc = _dependency_check(home, command=["pip-audit"],
                             run=lambda cmd, t: _Proc("", 1, "ConnectionError: no network"))

@@ -34,8 +34,9 @@ def summary_line(report: AuditReport) -> str:
 def render_text(report: AuditReport, console: Console) -> None:
     """A table per severity, worst first, then the one-line summary."""
     from rich.table import Table
+    from rich.text import Text
 
-    console.print(f"aigov audit of {report.target}")
+    console.print(f"aigov audit of {report.target}", markup=False)
     findings = report.findings
     for sev in reversed(Severity):
         group = [f for f in findings if f.severity is sev]
@@ -49,7 +50,8 @@ def render_text(report: AuditReport, console: Console) -> None:
         t.add_column("evidence", ratio=3, overflow="fold")
         t.add_column("remediation", ratio=3, overflow="fold")
         for f in group:
-            t.add_row(f.id, f.title, f.evidence, f.remediation)
+            # Text, not markup: a remediation like `pip install 'aigov[audit]'` is shown as written.
+            t.add_row(Text(f.id), Text(f.title), Text(f.evidence), Text(f.remediation))
         console.print(t)
     if not findings:
         console.print("No findings.")
