@@ -42,7 +42,7 @@ def check(
         ps = _load(file)
     except PolicyError as e:
         if as_json:
-            print_json({"valid": False, "error": str(e)})
+            print_json({"valid": False, "error": e.errors[0], "errors": e.errors})
             raise typer.Exit(2) from None
         raise
     info = {"valid": True, "source": ps.source, "version": ps.version,
