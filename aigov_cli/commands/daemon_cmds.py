@@ -44,7 +44,7 @@ def init(
             continue
         _write_private(path, text)
         typer.echo(f"wrote    {path}")
-    typer.echo(f"database {cfg.db_file} (created on first use)")
+    typer.echo(f"database {cfg.db_file} ({'exists' if cfg.db_file.exists() else 'created on first use'})")
 
 
 def _setup_logging(level: str) -> None:

@@ -171,13 +171,16 @@ def revoke(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
     from daemon.keyadmin import check_key_id
 
     check_key_id(key_id)
+    at = time.time()
 
     async def go(store: KeyStore, cfg: Any) -> KeyRecord:
-        return await store.revoke(key_id, time.time())
+        return await store.revoke(key_id, at)
 
     _, rec = _run(go)
     if as_json:
         print_json(key_json(rec))
+    elif rec.revoked_at != at:  # revoking is idempotent: the first revocation stands
+        typer.echo(f"{rec.key_id} ({rec.name}) was already revoked at {iso(rec.revoked_at)}; nothing changed")
     else:
         typer.echo(f"revoked {rec.key_id} ({rec.name}) at {iso(rec.revoked_at)}")
 
@@ -244,5 +247,9 @@ def update(
     _, rec = _run(go)
     if as_json:
         print_json(key_json(rec))
-    else:
-        typer.echo(f"updated {rec.key_id}: rate limit {key_json(rec)['rate_limit']}, policy {rec.policy}")
+        return
+    d = key_json(rec)
+    changed = [f"rate limit {d['rate_limit']}" if rate else "", f"policy {rec.policy}" if policy is not None else "",
+               f"name {rec.name!r}" if name is not None else "",
+               f"expires {d['expires_at']}" if exp is not None else ""]
+    typer.echo(f"updated {rec.key_id}: {', '.join(c for c in changed if c)}")

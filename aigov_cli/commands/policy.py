@@ -150,17 +150,20 @@ def show(
 
 @app.command("reload")
 def reload(
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the daemon to confirm.")] = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the daemon to confirm "
+                                           "(0: do not wait).")] = 10.0,
 ) -> None:
     """Validate the policy file, then make the running daemon load it (SIGHUP); the old one stays if invalid."""
     import os
     import signal
 
     from aigov_cli.commands.daemon_cmds import _get_json
-    from daemon.errors import AigovError
+    from daemon.errors import AigovError, ConfigError
     from daemon.policy.loader import PolicyError
     from daemon.server import daemon_running
 
+    if not timeout >= 0:  # also NaN
+        raise ConfigError(f"--timeout must be 0 (do not wait) or more seconds, not {timeout:g}")
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
     pid = int(info["pid"]) if info and info.get("pid") else None
@@ -175,11 +178,17 @@ def reload(
     if pid is None or info is None:
         raise AigovError("aigov is not running; the new policy applies when it starts")
     os.kill(pid, signal.SIGHUP)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        ready = _get_json(f"{info['url']}/readyz")
+    if timeout == 0:
+        typer.echo(f"policy reload sent to the daemon (pid {pid}): version {ps.version} ({', '.join(ps.names)}); "
+                   "not waiting for it (--timeout 0)")
+        return
+    deadline = time.monotonic() + timeout
+    while True:  # at least one look, however short the timeout
+        ready = _get_json(f"{info['url']}/readyz", timeout=max(0.1, min(2.0, deadline - time.monotonic())))
         if ready and ready.get("policy_version") == ps.version:
             typer.echo(f"policy reloaded: version {ps.version} ({', '.join(ps.names)})")
             return
-        time.sleep(0.1)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
     raise AigovError(f"the daemon did not confirm policy version {ps.version} within {timeout:g} s; see its log")
