@@ -38,6 +38,18 @@ def test_export_writes_an_importable_dashboard(home: Path, tmp_path: Path) -> No
     assert json.loads(stdout.stdout) == board
 
 
+def test_the_readme_lists_every_panel() -> None:
+    # The README said 13 panels and listed 12: the list, its count and the export must agree.
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"The dashboard has (\d+) panels \(([^)]*)\)", readme.replace("\n", " "))
+    assert m, "the README no longer describes the dashboard's panels"
+    listed = [item.strip().lower() for item in m[2].split(",")]
+    titles = [p.title.lower().replace(" / ", "/").replace("api ", "") for p in PANELS]
+    assert int(m[1]) == len(listed) == len(PANELS), (m[1], listed)
+    for item, title in zip(listed, titles, strict=True):  # in the dashboard's order
+        assert all(word in title for word in item.split()), (item, title)
+
+
 def test_latency_panel_uses_the_histogram() -> None:
     latency = [p for p in PANELS if "p99" in p.title][0]
     exprs = [e for e, _ in latency.targets]
