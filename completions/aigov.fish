@@ -203,7 +203,7 @@ complete -c aigov -n "__aigov_at 'policy'" -a test -d 'Evaluate a text with the 
 complete -c aigov -n "__aigov_at 'policy'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'policy check'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'policy check'" -l help -d 'Show the help and exit.'
-complete -c aigov -n "__aigov_at 'policy reload'" -l timeout -r -d 'Seconds to wait for the daemon to confirm.'
+complete -c aigov -n "__aigov_at 'policy reload'" -l timeout -r -d 'Seconds to wait for the daemon to confirm (0: do not wait).'
 complete -c aigov -n "__aigov_at 'policy reload'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'policy show'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'policy show'" -l help -d 'Show the help and exit.'

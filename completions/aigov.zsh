@@ -36,7 +36,7 @@ _aigov_options() {
         "logs stats") reply=('--since:Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.' '--until:Only decisions before then (same forms as --since).' '--key:Only this key id.' '--model:Only this model (glob, e.g. gpt-4*).' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "policy") reply=('--help:Show the help and exit.') ;;
         "policy check") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
-        "policy reload") reply=('--timeout:Seconds to wait for the daemon to confirm.' '--help:Show the help and exit.') ;;
+        "policy reload") reply=('--timeout:Seconds to wait for the daemon to confirm (0: do not wait).' '--help:Show the help and exit.') ;;
         "policy show") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "policy test") reply=('--input:The text to check; - reads standard input.' '--model:Model name.' '--operation:Operation.' '--policy:Named policy to apply.' '--file:Policy file. [default: the configured one]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "serve") reply=('--host:Address to listen on. [default: 127.0.0.1]' '--port:Port to listen on (0: any free port). [default: 8080]' '--detach:Run in the background; log to the homes aigov.log.' '--help:Show the help and exit.') ;;

@@ -40,7 +40,7 @@ def one_line(err: str) -> str:
         (["keys", "create"], "keys create: --name is required"),
         (["keys", "show"], "keys show: KEY_ID is required"),
         (["keys", "create", "--name"], "--name needs a value"),
-        (["keys", "list", "--bogus"], "keys list: no such option --bogus (it takes --all, --help, --json)"),
+        (["keys", "list", "--bogus"], "keys list: no such option --bogus (it takes --all, --help, --json, --wide)"),
         (["keys", "list", "--al"], "keys list: no such option --al (did you mean --all or --help?)"),
         (["--bogus"], "no such option --bogus (it takes --help, --home, --version)"),
         (["keys", "nope"], "keys: no such command 'nope' (commands: create, list, show, revoke, rotate, update)"),
