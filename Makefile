@@ -5,7 +5,7 @@ AIGOV  := $(VENV)/bin/aigov
 STAMP  := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
-.PHONY: venv serve test lint pytest bench clean
+.PHONY: venv serve test lint pytest bench clean deploy-tools deploy-files
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ pytest: venv
 bench: venv
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || true
 	$(PY) bench/run.py
+
+## deploy-tools: the validators of the deployment files (docker-compose, promtool, kubernetes-validate, hadolint)
+deploy-tools: venv
+	.ci/deploy-tools
+
+## deploy-files: regenerate the files under deploy/ that aigov generates (dashboard, scrape config, policy)
+deploy-files: venv
+	$(PY) deploy/generate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results

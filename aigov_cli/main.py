@@ -57,7 +57,7 @@ app.add_typer(policy.app, name="policy")
 
 
 def _register_optional() -> None:
-    """Commands that live in their own modules (loadtest, logs, audit, dashboard)."""
+    """Commands that live in their own modules (loadtest, logs, audit, dashboard, db)."""
     try:
         from aigov_cli.commands.loadtest import loadtest
     except ImportError:
@@ -67,7 +67,7 @@ def _register_optional() -> None:
             "loadtest",
             help="Measure the daemon under load (normal, burst, stress, soak) against its SLA.",
         )(loadtest)
-    for name in ("logs", "audit", "dashboard"):
+    for name in ("logs", "audit", "dashboard", "db", "service"):
         try:
             mod = __import__(f"aigov_cli.commands.{name}", fromlist=["register"])
         except ImportError:

@@ -449,9 +449,11 @@ def bench_rss(env: dict[str, str], token: str) -> dict[str, Any]:
 
 def bench_drain() -> dict[str, Any]:
     """Decision-log drain rate: records/s from a full queue to disk (batches of 50, one transaction each)."""
-    from daemon.decisionlog import DecisionLog, Entry, SqliteDecisionStore
+    from daemon.decisionlog import DecisionLog
     from daemon.handlers import new_request_id
     from daemon.policy.model import Reason
+    from daemon.storage.records import Entry, Fingerprinter, RecordBuilder
+    from daemon.storage.sqlite_decisions import SqliteDecisionStore
 
     n = 20_000 if QUICK else 200_000
     scratch = Path(tempfile.mkdtemp(prefix="aigov-bench-drain-"))
@@ -459,12 +461,13 @@ def bench_drain() -> dict[str, Any]:
     reasons = (Reason("pii.email", "email", "monitor", "email address", 10, 25),)
 
     async def run() -> float:
-        log = DecisionLog(SqliteDecisionStore(path), batch_size=50, flush_interval=5.0, max_queue=n + 1)
+        store = SqliteDecisionStore(path, "bench/w0", RecordBuilder(Fingerprinter(b"b" * 32)))
+        log = DecisionLog(store, batch_size=50, flush_interval=5.0, max_queue=n + 1)
         await log.start()
         ids = [new_request_id() for _ in range(n)]  # real ULIDs: they keep the request_id index append-only
         for i in range(n):
-            log.offer(Entry(time.time(), ids[i], "key", "gpt-4o", "chat", "allow", ("pii.email",), reasons,
-                            "write to alice@example.com about the plan", 0.1, "default", "v"))
+            log.offer(Entry(time.time(), ids[i], "key", "gpt-4o", "chat", "input", "allow", ("pii.email",), reasons,
+                            "write to alice@example.com about the plan", 0.1, "default", "v", "ok", None))
         t0 = time.perf_counter()
         await log.close()
         return time.perf_counter() - t0
@@ -499,6 +502,28 @@ def bench_detectors() -> dict[str, Any]:
         return {"error": (r.stderr or r.stdout)[-500:]}
 
 
+def bench_redis_limiter() -> dict[str, Any]:
+    """Client CPU per check with the Redis limiter (bench/redis_limiter_bench.py --json, private redis-server)."""
+    if not shutil.which("redis-server"):
+        return {"error": "redis-server is not installed"}
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "redis_limiter_bench.py"), "--json"], cwd=ROOT,
+                       capture_output=True, text=True, env=dict(os.environ, BENCH_QUICK="1" if QUICK else ""))
+    try:
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+    except ValueError:
+        return {"error": (r.stderr or r.stdout)[-500:]}
+
+
+def bench_client() -> dict[str, Any]:
+    """What the integrations cost a caller (bench/client_bench.py --json)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "client_bench.py"), "--json"],
+                       capture_output=True, text=True, cwd=ROOT)
+    try:
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+    except ValueError:
+        return {"error": (r.stderr or r.stdout)[-500:]}
+
+
 def summary(res: dict[str, Any]) -> str:
     """The markdown table of goals and measured values."""
     t, w, rss, dr, h = res["throughput"], res["wrong_secrets"], res["rss"], res["drain"], res["help"]
@@ -524,6 +549,31 @@ def summary(res: dict[str, Any]) -> str:
          f"second-half growth {rss['rss_mb_growth_second_half']:+.1f} MB)"),
         ("aigov --help", "< 300 ms", f"{h['median_ms']:.0f} ms median"),
     ]
+    rl = res.get("redis_limiter", {})
+    if "aigov_batched" in rl:
+        b, one, base, piped = (rl["aigov_batched"], rl["aigov_one_at_a_time"], rl["redis_py_concurrent"],
+                               rl["redis_py_pipeline"])
+        rows.append(("Redis limiter: client CPU per check, 32 concurrent (bench/redis_limiter_bench.py)",
+                     "< redis-py's own client",
+                     f"{b['cpu_us_per_check']:.1f} µs pipelined ({b['checks_per_second']:,.0f} checks/s, "
+                     f"{b['mean_batch']:.0f} per round trip); one at a time {one['cpu_us_per_check']:.1f} µs; "
+                     f"redis-py: pipelines of 32 {piped['cpu_us_per_check']:.1f} µs, "
+                     f"32 concurrent EVALSHA {base['cpu_us_per_check']:.1f} µs"))
+    elif rl:
+        rows.append(("Redis limiter (bench/redis_limiter_bench.py)", "-", f"not measured: {rl.get('error')}"))
+    cl = res.get("client", {})
+    if isinstance(cl, dict) and "error" not in cl and cl:
+        s, g = cl["client_sync"], cl["openai_guard"]
+        rows += [
+            ("Client.check round trip, warm connection (bench/client_bench.py)", "-",
+             f"p50 {s['p50_us']:.0f} µs, p99 {s['p99_us']:.0f} µs (async p50 {cl['client_async']['p50_us']:.0f} µs)"),
+            ("extra latency of the OpenAI guard per chat call (two checks), p50", "< 1 ms",
+             f"{g['extra_p50_us'] / 1000:.2f} ms (plain {g['plain']['p50_us'] / 1000:.2f} ms, "
+             f"guarded {g['guarded']['p50_us'] / 1000:.2f} ms; the caller's CPU +{g['extra_client_cpu_us']:.0f} µs; "
+             f"openai {g['openai']})"),
+        ]
+    elif isinstance(cl, dict) and "error" in cl:
+        rows.append(("integrations (bench/client_bench.py)", "-", f"failed: {cl['error'][-200:]}"))
     lines = ["| measure | goal | measured |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines.append("")
     lines.append(f"Runs: {t['rounds']} alternating rounds of {t['seconds']} s; daemon req/s {t['daemon_rps']}, "
@@ -552,7 +602,8 @@ def main() -> None:
              ("side_by_side", lambda: bench_side_by_side(home, token)),
              ("open_latency", lambda: bench_open_latency(env, token)),
              ("wrong_secrets", lambda: bench_wrong_secrets(env, token, key_id)),
-             ("rss", lambda: bench_rss(env, token)), ("detectors", bench_detectors)]
+             ("rss", lambda: bench_rss(env, token)), ("detectors", bench_detectors),
+             ("redis_limiter", bench_redis_limiter), ("client", bench_client)]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         res[name] = fn()

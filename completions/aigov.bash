@@ -5,11 +5,13 @@
 
 _aigov_subcommands() {
     case "$1" in
-        "") echo "audit dashboard init keys loadtest logs policy serve status stop" ;;
+        "") echo "audit dashboard db init keys loadtest logs policy serve service status stop" ;;
         "dashboard") echo "export prometheus-config" ;;
+        "db") echo "status upgrade" ;;
         "keys") echo "create list revoke rotate show update" ;;
         "logs") echo "export prune stats" ;;
         "policy") echo "check reload show test" ;;
+        "service") echo "install uninstall" ;;
     esac
 }
 _aigov_options() {
@@ -17,8 +19,11 @@ _aigov_options() {
         "") echo "--home --version --help" ;;
         "audit") echo "--url --json --sarif --fail-on --skip-deps --help" ;;
         "dashboard") echo "--help" ;;
-        "dashboard export") echo "--out --title --help" ;;
-        "dashboard prometheus-config") echo "--job --interval --full --help" ;;
+        "dashboard export") echo "--out --title --datasource-uid --help" ;;
+        "dashboard prometheus-config") echo "--job --interval --url --full --help" ;;
+        "db") echo "--help" ;;
+        "db status") echo "--json --help" ;;
+        "db upgrade") echo "--json --help" ;;
         "init") echo "--force --help" ;;
         "keys") echo "--help" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy --json --help" ;;
@@ -27,17 +32,20 @@ _aigov_options() {
         "keys rotate") echo "--grace --json --help" ;;
         "keys show") echo "--json --help" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in --json --help" ;;
-        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --help" ;;
-        "logs") echo "--since --until --key --decision --rule --model --request-id --limit -f --follow --json --show-input --wide --help" ;;
-        "logs export") echo "--format --out --since --until --key --decision --rule --model --show-input --help" ;;
+        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --ca-file --help" ;;
+        "logs") echo "--since --until --key --decision --rule --model --request-id --direction --include-probes --limit -f --follow --json --show-input --wide --help" ;;
+        "logs export") echo "--format --out --since --until --key --decision --rule --model --direction --show-input --help" ;;
         "logs prune") echo "--older-than --json --help" ;;
-        "logs stats") echo "--since --until --key --model --json --help" ;;
+        "logs stats") echo "--since --until --key --model --direction --include-probes --json --help" ;;
         "policy") echo "--help" ;;
         "policy check") echo "--json --help" ;;
         "policy reload") echo "--timeout --help" ;;
         "policy show") echo "--json --help" ;;
-        "policy test") echo "--input --model --operation --policy --file --json --help" ;;
-        "serve") echo "--host --port --detach --help" ;;
+        "policy test") echo "--input --model --operation --policy --direction --file --json --help" ;;
+        "serve") echo "--host --port --detach --workers --help" ;;
+        "service") echo "--help" ;;
+        "service install") echo "--user --run-as --print --force --unit-dir --json --help" ;;
+        "service uninstall") echo "--user --unit-dir --json --help" ;;
         "status") echo "--json --help" ;;
         "stop") echo "--timeout --help" ;;
     esac
@@ -46,19 +54,21 @@ _aigov_value_options() {
     case "$1" in
         "") echo "--home" ;;
         "audit") echo "--url --sarif --fail-on" ;;
-        "dashboard export") echo "--out --title" ;;
-        "dashboard prometheus-config") echo "--job --interval" ;;
+        "dashboard export") echo "--out --title --datasource-uid" ;;
+        "dashboard prometheus-config") echo "--job --interval --url" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy" ;;
         "keys rotate") echo "--grace" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in" ;;
-        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step" ;;
-        "logs") echo "--since --until --key --decision --rule --model --request-id --limit" ;;
-        "logs export") echo "--format --out --since --until --key --decision --rule --model" ;;
+        "loadtest") echo "--mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --ca-file" ;;
+        "logs") echo "--since --until --key --decision --rule --model --request-id --direction --limit" ;;
+        "logs export") echo "--format --out --since --until --key --decision --rule --model --direction" ;;
         "logs prune") echo "--older-than" ;;
-        "logs stats") echo "--since --until --key --model" ;;
+        "logs stats") echo "--since --until --key --model --direction" ;;
         "policy reload") echo "--timeout" ;;
-        "policy test") echo "--input --model --operation --policy --file" ;;
-        "serve") echo "--host --port" ;;
+        "policy test") echo "--input --model --operation --policy --direction --file" ;;
+        "serve") echo "--host --port --workers" ;;
+        "service install") echo "--run-as --unit-dir" ;;
+        "service uninstall") echo "--unit-dir" ;;
         "stop") echo "--timeout" ;;
     esac
 }
@@ -72,11 +82,18 @@ _aigov_values() {
         "loadtest|--out") echo "__path__" ;;
         "loadtest|--csv") echo "__path__" ;;
         "loadtest|--body-file") echo "__path__" ;;
+        "loadtest|--ca-file") echo "__path__" ;;
         "logs|--decision") echo "allow block" ;;
+        "logs|--direction") echo "input output" ;;
         "logs export|--format") echo "jsonl csv" ;;
         "logs export|--out") echo "__path__" ;;
         "logs export|--decision") echo "allow block" ;;
+        "logs export|--direction") echo "input output" ;;
+        "logs stats|--direction") echo "input output" ;;
+        "policy test|--direction") echo "input output" ;;
         "policy test|--file") echo "__path__" ;;
+        "service install|--unit-dir") echo "__path__" ;;
+        "service uninstall|--unit-dir") echo "__path__" ;;
     esac
 }
 

@@ -23,15 +23,19 @@ end
 function __aigov_subcommands
     switch "$argv"
         case ''
-            printf '%s\n' audit dashboard init keys loadtest logs policy serve status stop
+            printf '%s\n' audit dashboard db init keys loadtest logs policy serve service status stop
         case 'dashboard'
             printf '%s\n' export prometheus-config
+        case 'db'
+            printf '%s\n' status upgrade
         case 'keys'
             printf '%s\n' create list revoke rotate show update
         case 'logs'
             printf '%s\n' export prune stats
         case 'policy'
             printf '%s\n' check reload show test
+        case 'service'
+            printf '%s\n' install uninstall
     end
 end
 
@@ -42,9 +46,9 @@ function __aigov_value_options
         case 'audit'
             printf '%s\n' --url --sarif --fail-on
         case 'dashboard export'
-            printf '%s\n' --out --title
+            printf '%s\n' --out --title --datasource-uid
         case 'dashboard prometheus-config'
-            printf '%s\n' --job --interval
+            printf '%s\n' --job --interval --url
         case 'keys create'
             printf '%s\n' --name --rate-limit --expires-in --policy
         case 'keys rotate'
@@ -52,21 +56,25 @@ function __aigov_value_options
         case 'keys update'
             printf '%s\n' --rate-limit --policy --name --expires-in
         case 'loadtest'
-            printf '%s\n' --mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step
+            printf '%s\n' --mode --url --key --rate --duration --threshold --out --csv --body-file --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --ca-file
         case 'logs'
-            printf '%s\n' --since --until --key --decision --rule --model --request-id --limit
+            printf '%s\n' --since --until --key --decision --rule --model --request-id --direction --limit
         case 'logs export'
-            printf '%s\n' --format --out --since --until --key --decision --rule --model
+            printf '%s\n' --format --out --since --until --key --decision --rule --model --direction
         case 'logs prune'
             printf '%s\n' --older-than
         case 'logs stats'
-            printf '%s\n' --since --until --key --model
+            printf '%s\n' --since --until --key --model --direction
         case 'policy reload'
             printf '%s\n' --timeout
         case 'policy test'
-            printf '%s\n' --input --model --operation --policy --file
+            printf '%s\n' --input --model --operation --policy --direction --file
         case 'serve'
-            printf '%s\n' --host --port
+            printf '%s\n' --host --port --workers
+        case 'service install'
+            printf '%s\n' --run-as --unit-dir
+        case 'service uninstall'
+            printf '%s\n' --unit-dir
         case 'stop'
             printf '%s\n' --timeout
     end
@@ -79,12 +87,14 @@ end
 complete -c aigov -f
 complete -c aigov -n "__aigov_at ''" -a audit -d 'Audit this deployment: file modes, bind address, keys, policy, the decision-log chain, live probes.'
 complete -c aigov -n "__aigov_at ''" -a dashboard -d 'Grafana dashboard and Prometheus configuration for the daemons metrics.'
+complete -c aigov -n "__aigov_at ''" -a db -d 'The database of keys and decisions: status, schema migrations.'
 complete -c aigov -n "__aigov_at ''" -a init -d 'Write a commented default config.toml and policy.toml (never overwrites without --force).'
 complete -c aigov -n "__aigov_at ''" -a keys -d 'Create, list, show, revoke and rotate API keys.'
 complete -c aigov -n "__aigov_at ''" -a loadtest -d 'Measure the daemon under load (normal, burst, stress, soak) against its SLA.'
 complete -c aigov -n "__aigov_at ''" -a logs -d 'Read the decision log: list and follow decisions, export, stats, prune.'
 complete -c aigov -n "__aigov_at ''" -a policy -d 'Check, test, show and reload the governance policy.'
 complete -c aigov -n "__aigov_at ''" -a serve -d 'Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C.'
+complete -c aigov -n "__aigov_at ''" -a service -d 'Run the daemon as a systemd service (Type=notify, sandboxed, SIGHUP reloads the policy).'
 complete -c aigov -n "__aigov_at ''" -a status -d 'Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running.'
 complete -c aigov -n "__aigov_at ''" -a stop -d 'Stop the running daemon (SIGTERM) and wait until it has flushed and exited.'
 complete -c aigov -n "__aigov_at ''" -l home -r -F -d 'Keep every file (config, database, policy, pid, log) under DIR. Same as AIGOV_HOME.'
@@ -101,11 +111,20 @@ complete -c aigov -n "__aigov_at 'dashboard'" -a prometheus-config -d 'Print a P
 complete -c aigov -n "__aigov_at 'dashboard'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l out -r -F -d 'Write to FILE. [default: stdout]'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l title -r -d 'The dashboards title.'
+complete -c aigov -n "__aigov_at 'dashboard export'" -l datasource-uid -r -d 'Bind the panels to this Grafana datasource uid (for file provisioning) instead of asking for the source at import.'
 complete -c aigov -n "__aigov_at 'dashboard export'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l job -r -d 'The job name.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l interval -r -d 'The scrape interval (a Prometheus duration).'
+complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l url -r -d 'Scrape the daemon at this URL (e.g. http://aigov:8080 in a compose network). [default: the daemon of this home]'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l full -d 'Print a whole prometheus.yml instead of one scrape job.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'db'" -a status -d 'Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing).'
+complete -c aigov -n "__aigov_at 'db'" -a upgrade -d 'Apply pending schema migrations (each in its own transaction; safe to run from several places at once).'
+complete -c aigov -n "__aigov_at 'db'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'db status'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'db status'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'db upgrade'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'db upgrade'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'init'" -l force -d 'Overwrite existing files.'
 complete -c aigov -n "__aigov_at 'init'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'keys'" -a create -d 'Create a key and print its token (shown only this once).'
@@ -160,8 +179,9 @@ complete -c aigov -n "__aigov_at 'loadtest'" -l probe-limit -r -d 'burst: limit 
 complete -c aigov -n "__aigov_at 'loadtest'" -l stage-duration -r -d 'stress: length of a stage.'
 complete -c aigov -n "__aigov_at 'loadtest'" -l step -r -d 'stress: rate multiplier per stage.'
 complete -c aigov -n "__aigov_at 'loadtest'" -l allow-remote -d 'Allow a non-loopback --url (only against systems you own).'
+complete -c aigov -n "__aigov_at 'loadtest'" -l ca-file -r -F -d 'Verify an https:// --url with the CA certificate(s) in this PEM file.'
 complete -c aigov -n "__aigov_at 'loadtest'" -l help -d 'Show the help and exit.'
-complete -c aigov -n "__aigov_at 'logs'" -a export -d 'Export matching decisions, with their hashes, streaming in constant memory.'
+complete -c aigov -n "__aigov_at 'logs'" -a export -d 'Export matching decisions (the audits and load tests too), with their hashes, in constant memory.'
 complete -c aigov -n "__aigov_at 'logs'" -a prune -d 'Delete old decisions; a checkpoint record keeps the rest of the hash chain verifiable.'
 complete -c aigov -n "__aigov_at 'logs'" -a stats -d 'Counts by decision, rule, key and model, and latency percentiles.'
 complete -c aigov -n "__aigov_at 'logs'" -l since -r -d 'Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.'
@@ -171,6 +191,8 @@ complete -c aigov -n "__aigov_at 'logs'" -l decision -r -f -a 'allow block' -d '
 complete -c aigov -n "__aigov_at 'logs'" -l rule -r -d 'Only decisions where this rule fired (glob, e.g. secrets.*).'
 complete -c aigov -n "__aigov_at 'logs'" -l model -r -d 'Only this model (glob, e.g. gpt-4*).'
 complete -c aigov -n "__aigov_at 'logs'" -l request-id -r -d 'Only the decision with this request id (the X-Request-Id of an answer).'
+complete -c aigov -n "__aigov_at 'logs'" -l direction -r -f -a 'input output' -d 'Only checks of what was sent to a model (input) or of what it answered (output).'
+complete -c aigov -n "__aigov_at 'logs'" -l include-probes -d 'Also the checks aigov audit and aigov loadtest made (left out by default).'
 complete -c aigov -n "__aigov_at 'logs'" -l limit -r -d 'Show the newest N decisions (0: all).'
 complete -c aigov -n "__aigov_at 'logs'" -s f -l follow -d 'Keep printing new decisions as they are written.'
 complete -c aigov -n "__aigov_at 'logs'" -l json -d 'Print JSON (for aigov logs: one decision per line).'
@@ -185,6 +207,7 @@ complete -c aigov -n "__aigov_at 'logs export'" -l key -r -d 'Only this key id.'
 complete -c aigov -n "__aigov_at 'logs export'" -l decision -r -f -a 'allow block' -d 'Only allow or block decisions.'
 complete -c aigov -n "__aigov_at 'logs export'" -l rule -r -d 'Only decisions where this rule fired (glob, e.g. secrets.*).'
 complete -c aigov -n "__aigov_at 'logs export'" -l model -r -d 'Only this model (glob, e.g. gpt-4*).'
+complete -c aigov -n "__aigov_at 'logs export'" -l direction -r -f -a 'input output' -d 'Only checks of what was sent to a model (input) or of what it answered (output).'
 complete -c aigov -n "__aigov_at 'logs export'" -l show-input -d 'Include the stored input (as log_inputs kept it).'
 complete -c aigov -n "__aigov_at 'logs export'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'logs prune'" -l older-than -r -d 'Delete decisions older than this (e.g. 30d). [default: log_retention_days from the config]'
@@ -194,6 +217,8 @@ complete -c aigov -n "__aigov_at 'logs stats'" -l since -r -d 'Only decisions fr
 complete -c aigov -n "__aigov_at 'logs stats'" -l until -r -d 'Only decisions before then (same forms as --since).'
 complete -c aigov -n "__aigov_at 'logs stats'" -l key -r -d 'Only this key id.'
 complete -c aigov -n "__aigov_at 'logs stats'" -l model -r -d 'Only this model (glob, e.g. gpt-4*).'
+complete -c aigov -n "__aigov_at 'logs stats'" -l direction -r -f -a 'input output' -d 'Only checks of what was sent to a model (input) or of what it answered (output).'
+complete -c aigov -n "__aigov_at 'logs stats'" -l include-probes -d 'Also the checks aigov audit and aigov loadtest made (left out by default).'
 complete -c aigov -n "__aigov_at 'logs stats'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'logs stats'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'policy'" -a check -d 'Validate a policy file; errors name the line and field. Exit 2 when invalid.'
@@ -211,13 +236,29 @@ complete -c aigov -n "__aigov_at 'policy test'" -l input -r -d 'The text to chec
 complete -c aigov -n "__aigov_at 'policy test'" -l model -r -d 'Model name.'
 complete -c aigov -n "__aigov_at 'policy test'" -l operation -r -d 'Operation.'
 complete -c aigov -n "__aigov_at 'policy test'" -l policy -r -d 'Named policy to apply.'
+complete -c aigov -n "__aigov_at 'policy test'" -l direction -r -f -a 'input output' -d 'input: a text sent to a model; output: a models answer (rules applies_to).'
 complete -c aigov -n "__aigov_at 'policy test'" -l file -r -F -d 'Policy file. [default: the configured one]'
 complete -c aigov -n "__aigov_at 'policy test'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'policy test'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'serve'" -l host -r -d 'Address to listen on. [default: 127.0.0.1]'
 complete -c aigov -n "__aigov_at 'serve'" -l port -r -d 'Port to listen on (0: any free port). [default: 8080]'
 complete -c aigov -n "__aigov_at 'serve'" -l detach -d 'Run in the background; log to the homes aigov.log.'
+complete -c aigov -n "__aigov_at 'serve'" -l workers -r -d 'Processes on the one port (0 or auto: one per core). More than 1 needs rate_limit_url on Redis, so that limits stay exact across them. [default: 1]'
 complete -c aigov -n "__aigov_at 'serve'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'service'" -a install -d 'Write aigov.service for this homes configuration (then: systemctl daemon-reload; enable --now).'
+complete -c aigov -n "__aigov_at 'service'" -a uninstall -d 'Remove aigov.service (stop it first: systemctl disable --now aigov).'
+complete -c aigov -n "__aigov_at 'service'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'service install'" -l user -d 'A user unit (~/.config/systemd/user) instead of a system one.'
+complete -c aigov -n "__aigov_at 'service install'" -l run-as -r -d 'System units: the user the daemon runs as. [default: the user who ran sudo, or you]'
+complete -c aigov -n "__aigov_at 'service install'" -l print -d 'Print the unit; write nothing.'
+complete -c aigov -n "__aigov_at 'service install'" -l force -d 'Replace a different existing unit.'
+complete -c aigov -n "__aigov_at 'service install'" -l unit-dir -r -F -d 'Put the unit in DIR instead of systemds directory (for packaging).'
+complete -c aigov -n "__aigov_at 'service install'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'service install'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l user -d 'A user unit (~/.config/systemd/user) instead of a system one.'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l unit-dir -r -F -d 'Put the unit in DIR instead of systemds directory (for packaging).'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'service uninstall'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'status'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'status'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'stop'" -l timeout -r -d 'Seconds to wait for the daemon to exit.'

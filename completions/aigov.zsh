@@ -6,11 +6,13 @@
 
 _aigov_subcommands() {
     case "$1" in
-        "") reply=('audit:Audit this deployment: file modes, bind address, keys, policy, the decision-log chain, live probes.' 'dashboard:Grafana dashboard and Prometheus configuration for the daemons metrics.' 'init:Write a commented default config.toml and policy.toml (never overwrites without --force).' 'keys:Create, list, show, revoke and rotate API keys.' 'loadtest:Measure the daemon under load (normal, burst, stress, soak) against its SLA.' 'logs:Read the decision log: list and follow decisions, export, stats, prune.' 'policy:Check, test, show and reload the governance policy.' 'serve:Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C.' 'status:Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running.' 'stop:Stop the running daemon (SIGTERM) and wait until it has flushed and exited.') ;;
+        "") reply=('audit:Audit this deployment: file modes, bind address, keys, policy, the decision-log chain, live probes.' 'dashboard:Grafana dashboard and Prometheus configuration for the daemons metrics.' 'db:The database of keys and decisions: status, schema migrations.' 'init:Write a commented default config.toml and policy.toml (never overwrites without --force).' 'keys:Create, list, show, revoke and rotate API keys.' 'loadtest:Measure the daemon under load (normal, burst, stress, soak) against its SLA.' 'logs:Read the decision log: list and follow decisions, export, stats, prune.' 'policy:Check, test, show and reload the governance policy.' 'serve:Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C.' 'service:Run the daemon as a systemd service (Type=notify, sandboxed, SIGHUP reloads the policy).' 'status:Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running.' 'stop:Stop the running daemon (SIGTERM) and wait until it has flushed and exited.') ;;
         "dashboard") reply=('export:Write an importable Grafana dashboard (JSON) of the daemons metrics.' 'prometheus-config:Print a Prometheus scrape job for the local daemon (to add under scrape_configs), or a whole file.') ;;
+        "db") reply=('status:Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing).' 'upgrade:Apply pending schema migrations (each in its own transaction; safe to run from several places at once).') ;;
         "keys") reply=('create:Create a key and print its token (shown only this once).' 'list:List keys (active only unless --all); never shows secrets.' 'revoke:Revoke a key; the running daemon refuses it within a second.' 'rotate:Give a key a new token (shown once); the old one stays valid for --grace.' 'show:Show one key.' 'update:Change a keys rate limit, policy, name or expiry (the daemon picks it up within a second).') ;;
-        "logs") reply=('export:Export matching decisions, with their hashes, streaming in constant memory.' 'prune:Delete old decisions; a checkpoint record keeps the rest of the hash chain verifiable.' 'stats:Counts by decision, rule, key and model, and latency percentiles.') ;;
+        "logs") reply=('export:Export matching decisions (the audits and load tests too), with their hashes, in constant memory.' 'prune:Delete old decisions; a checkpoint record keeps the rest of the hash chain verifiable.' 'stats:Counts by decision, rule, key and model, and latency percentiles.') ;;
         "policy") reply=('check:Validate a policy file; errors name the line and field. Exit 2 when invalid.' 'reload:Validate the policy file, then make the running daemon load it (SIGHUP); the old one stays if invalid.' 'show:Show the configured policies: mode, model/operation lists, limits and rules.' 'test:Evaluate a text with the same engine as the daemon (no daemon needed). Exit 1 when blocked.') ;;
+        "service") reply=('install:Write aigov.service for this homes configuration (then: systemctl daemon-reload; enable --now).' 'uninstall:Remove aigov.service (stop it first: systemctl disable --now aigov).') ;;
         *) reply=() ;;
     esac
 }
@@ -19,8 +21,11 @@ _aigov_options() {
         "") reply=('--home:Keep every file (config, database, policy, pid, log) under DIR. Same as AIGOV_HOME.' '--version:Print the version and exit.' '--help:Show the help and exit.') ;;
         "audit") reply=('--url:Probe the daemon at this URL. [default: the running daemon of this home]' '--json:Print one JSON document.' '--sarif:Also write the findings as SARIF 2.1.0 to FILE.' '--fail-on:Exit 1 when a finding is at or above this severity.' '--skip-deps:Do not run pip-audit on the installed packages.' '--help:Show the help and exit.') ;;
         "dashboard") reply=('--help:Show the help and exit.') ;;
-        "dashboard export") reply=('--out:Write to FILE. [default: stdout]' '--title:The dashboards title.' '--help:Show the help and exit.') ;;
-        "dashboard prometheus-config") reply=('--job:The job name.' '--interval:The scrape interval (a Prometheus duration).' '--full:Print a whole prometheus.yml instead of one scrape job.' '--help:Show the help and exit.') ;;
+        "dashboard export") reply=('--out:Write to FILE. [default: stdout]' '--title:The dashboards title.' '--datasource-uid:Bind the panels to this Grafana datasource uid (for file provisioning) instead of asking for the source at import.' '--help:Show the help and exit.') ;;
+        "dashboard prometheus-config") reply=('--job:The job name.' '--interval:The scrape interval (a Prometheus duration).' '--url:Scrape the daemon at this URL (e.g. http://aigov:8080 in a compose network). [default: the daemon of this home]' '--full:Print a whole prometheus.yml instead of one scrape job.' '--help:Show the help and exit.') ;;
+        "db") reply=('--help:Show the help and exit.') ;;
+        "db status") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
+        "db upgrade") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "init") reply=('--force:Overwrite existing files.' '--help:Show the help and exit.') ;;
         "keys") reply=('--help:Show the help and exit.') ;;
         "keys create") reply=('--name:A name to recognise the key by.' '--rate-limit:N/PERIOD, e.g. 100/60s, 1000/1h. [default: the configs default_rate_limit, 100/60s]' '--expires-in:Expire after this long, e.g. 90d, 12h. [default: never]' '--policy:The named policy this keys checks use.' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
@@ -29,17 +34,20 @@ _aigov_options() {
         "keys rotate") reply=('--grace:Keep the old token valid this long, e.g. 1h. [default: 0, the old token stops at once]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "keys show") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "keys update") reply=('--rate-limit:New limit, N/PERIOD.' '--policy:New policy name.' '--name:New name.' '--expires-in:Expire this long from now.' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
-        "loadtest") reply=('--mode:normal | burst | stress | soak.' '--url:Daemon URL (default: the local daemon).' '--key:API token; without it temporary keys are created in the home and revoked at the end.' '--rate:Arrival rate, req/s (normal 200, burst baseline 20, stress start 100, soak 100).' '--duration:Run length: 30s, 10m (normal 30s, burst 20s, stress max 60s, soak 10m).' '--threshold:k6-style pass criterion, repeatable: p95<500ms, error_rate<1%, rate_limit_accuracy==100%, queue_depth<500.' '--out:Write the JSON result to FILE.' '--json:Print the JSON result only.' '--csv:Write the per-interval history to FILE.' '--body-file:JSONL corpus: request objects, or strings used as input_text.' '-q:No live progress.' '--quiet:No live progress.' '--workers:Generator processes.' '--connections:Maximum open connections (default: sized for the mode).' '--max-requests:Stop after N requests.' '--interval:History interval (1s; soak 10s).' '--timeout:Per-request timeout.' '--burst-size:burst: simultaneous requests per burst.' '--burst-every:burst: time between bursts.' '--probe-limit:burst: limit L of each rate-limit probe key (sent 2L at once).' '--stage-duration:stress: length of a stage.' '--step:stress: rate multiplier per stage.' '--allow-remote:Allow a non-loopback --url (only against systems you own).' '--help:Show the help and exit.') ;;
-        "logs") reply=('--since:Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.' '--until:Only decisions before then (same forms as --since).' '--key:Only this key id.' '--decision:Only allow or block decisions.' '--rule:Only decisions where this rule fired (glob, e.g. secrets.*).' '--model:Only this model (glob, e.g. gpt-4*).' '--request-id:Only the decision with this request id (the X-Request-Id of an answer).' '--limit:Show the newest N decisions (0: all).' '-f:Keep printing new decisions as they are written.' '--follow:Keep printing new decisions as they are written.' '--json:Print JSON (for aigov logs: one decision per line).' '--show-input:Include the stored input (as log_inputs kept it).' '--wide:Table: every column and whole request ids, however wide the lines get.' '--help:Show the help and exit.') ;;
-        "logs export") reply=('--format:jsonl (one JSON object per line) or csv.' '--out:Write to FILE (mode 0600). [default: stdout]' '--since:Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.' '--until:Only decisions before then (same forms as --since).' '--key:Only this key id.' '--decision:Only allow or block decisions.' '--rule:Only decisions where this rule fired (glob, e.g. secrets.*).' '--model:Only this model (glob, e.g. gpt-4*).' '--show-input:Include the stored input (as log_inputs kept it).' '--help:Show the help and exit.') ;;
+        "loadtest") reply=('--mode:normal | burst | stress | soak.' '--url:Daemon URL (default: the local daemon).' '--key:API token; without it temporary keys are created in the home and revoked at the end.' '--rate:Arrival rate, req/s (normal 200, burst baseline 20, stress start 100, soak 100).' '--duration:Run length: 30s, 10m (normal 30s, burst 20s, stress max 60s, soak 10m).' '--threshold:k6-style pass criterion, repeatable: p95<500ms, error_rate<1%, rate_limit_accuracy==100%, queue_depth<500.' '--out:Write the JSON result to FILE.' '--json:Print the JSON result only.' '--csv:Write the per-interval history to FILE.' '--body-file:JSONL corpus: request objects, or strings used as input_text.' '-q:No live progress.' '--quiet:No live progress.' '--workers:Generator processes.' '--connections:Maximum open connections (default: sized for the mode).' '--max-requests:Stop after N requests.' '--interval:History interval (1s; soak 10s).' '--timeout:Per-request timeout.' '--burst-size:burst: simultaneous requests per burst.' '--burst-every:burst: time between bursts.' '--probe-limit:burst: limit L of each rate-limit probe key (sent 2L at once).' '--stage-duration:stress: length of a stage.' '--step:stress: rate multiplier per stage.' '--allow-remote:Allow a non-loopback --url (only against systems you own).' '--ca-file:Verify an https:// --url with the CA certificate(s) in this PEM file.' '--help:Show the help and exit.') ;;
+        "logs") reply=('--since:Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.' '--until:Only decisions before then (same forms as --since).' '--key:Only this key id.' '--decision:Only allow or block decisions.' '--rule:Only decisions where this rule fired (glob, e.g. secrets.*).' '--model:Only this model (glob, e.g. gpt-4*).' '--request-id:Only the decision with this request id (the X-Request-Id of an answer).' '--direction:Only checks of what was sent to a model (input) or of what it answered (output).' '--include-probes:Also the checks aigov audit and aigov loadtest made (left out by default).' '--limit:Show the newest N decisions (0: all).' '-f:Keep printing new decisions as they are written.' '--follow:Keep printing new decisions as they are written.' '--json:Print JSON (for aigov logs: one decision per line).' '--show-input:Include the stored input (as log_inputs kept it).' '--wide:Table: every column and whole request ids, however wide the lines get.' '--help:Show the help and exit.') ;;
+        "logs export") reply=('--format:jsonl (one JSON object per line) or csv.' '--out:Write to FILE (mode 0600). [default: stdout]' '--since:Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.' '--until:Only decisions before then (same forms as --since).' '--key:Only this key id.' '--decision:Only allow or block decisions.' '--rule:Only decisions where this rule fired (glob, e.g. secrets.*).' '--model:Only this model (glob, e.g. gpt-4*).' '--direction:Only checks of what was sent to a model (input) or of what it answered (output).' '--show-input:Include the stored input (as log_inputs kept it).' '--help:Show the help and exit.') ;;
         "logs prune") reply=('--older-than:Delete decisions older than this (e.g. 30d). [default: log_retention_days from the config]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
-        "logs stats") reply=('--since:Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.' '--until:Only decisions before then (same forms as --since).' '--key:Only this key id.' '--model:Only this model (glob, e.g. gpt-4*).' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
+        "logs stats") reply=('--since:Only decisions from then on: a duration ago (30m, 1h, 7d) or an ISO 8601 time.' '--until:Only decisions before then (same forms as --since).' '--key:Only this key id.' '--model:Only this model (glob, e.g. gpt-4*).' '--direction:Only checks of what was sent to a model (input) or of what it answered (output).' '--include-probes:Also the checks aigov audit and aigov loadtest made (left out by default).' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "policy") reply=('--help:Show the help and exit.') ;;
         "policy check") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "policy reload") reply=('--timeout:Seconds to wait for the daemon to confirm (0: do not wait).' '--help:Show the help and exit.') ;;
         "policy show") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
-        "policy test") reply=('--input:The text to check; - reads standard input.' '--model:Model name.' '--operation:Operation.' '--policy:Named policy to apply.' '--file:Policy file. [default: the configured one]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
-        "serve") reply=('--host:Address to listen on. [default: 127.0.0.1]' '--port:Port to listen on (0: any free port). [default: 8080]' '--detach:Run in the background; log to the homes aigov.log.' '--help:Show the help and exit.') ;;
+        "policy test") reply=('--input:The text to check; - reads standard input.' '--model:Model name.' '--operation:Operation.' '--policy:Named policy to apply.' '--direction:input: a text sent to a model; output: a models answer (rules applies_to).' '--file:Policy file. [default: the configured one]' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
+        "serve") reply=('--host:Address to listen on. [default: 127.0.0.1]' '--port:Port to listen on (0: any free port). [default: 8080]' '--detach:Run in the background; log to the homes aigov.log.' '--workers:Processes on the one port (0 or auto: one per core). More than 1 needs rate_limit_url on Redis, so that limits stay exact across them. [default: 1]' '--help:Show the help and exit.') ;;
+        "service") reply=('--help:Show the help and exit.') ;;
+        "service install") reply=('--user:A user unit (~/.config/systemd/user) instead of a system one.' '--run-as:System units: the user the daemon runs as. [default: the user who ran sudo, or you]' '--print:Print the unit; write nothing.' '--force:Replace a different existing unit.' '--unit-dir:Put the unit in DIR instead of systemds directory (for packaging).' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
+        "service uninstall") reply=('--user:A user unit (~/.config/systemd/user) instead of a system one.' '--unit-dir:Put the unit in DIR instead of systemds directory (for packaging).' '--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "status") reply=('--json:Print one JSON document.' '--help:Show the help and exit.') ;;
         "stop") reply=('--timeout:Seconds to wait for the daemon to exit.' '--help:Show the help and exit.') ;;
         *) reply=() ;;
@@ -49,19 +57,21 @@ _aigov_value_options() {
     case "$1" in
         "") reply=('--home') ;;
         "audit") reply=('--url' '--sarif' '--fail-on') ;;
-        "dashboard export") reply=('--out' '--title') ;;
-        "dashboard prometheus-config") reply=('--job' '--interval') ;;
+        "dashboard export") reply=('--out' '--title' '--datasource-uid') ;;
+        "dashboard prometheus-config") reply=('--job' '--interval' '--url') ;;
         "keys create") reply=('--name' '--rate-limit' '--expires-in' '--policy') ;;
         "keys rotate") reply=('--grace') ;;
         "keys update") reply=('--rate-limit' '--policy' '--name' '--expires-in') ;;
-        "loadtest") reply=('--mode' '--url' '--key' '--rate' '--duration' '--threshold' '--out' '--csv' '--body-file' '--workers' '--connections' '--max-requests' '--interval' '--timeout' '--burst-size' '--burst-every' '--probe-limit' '--stage-duration' '--step') ;;
-        "logs") reply=('--since' '--until' '--key' '--decision' '--rule' '--model' '--request-id' '--limit') ;;
-        "logs export") reply=('--format' '--out' '--since' '--until' '--key' '--decision' '--rule' '--model') ;;
+        "loadtest") reply=('--mode' '--url' '--key' '--rate' '--duration' '--threshold' '--out' '--csv' '--body-file' '--workers' '--connections' '--max-requests' '--interval' '--timeout' '--burst-size' '--burst-every' '--probe-limit' '--stage-duration' '--step' '--ca-file') ;;
+        "logs") reply=('--since' '--until' '--key' '--decision' '--rule' '--model' '--request-id' '--direction' '--limit') ;;
+        "logs export") reply=('--format' '--out' '--since' '--until' '--key' '--decision' '--rule' '--model' '--direction') ;;
         "logs prune") reply=('--older-than') ;;
-        "logs stats") reply=('--since' '--until' '--key' '--model') ;;
+        "logs stats") reply=('--since' '--until' '--key' '--model' '--direction') ;;
         "policy reload") reply=('--timeout') ;;
-        "policy test") reply=('--input' '--model' '--operation' '--policy' '--file') ;;
-        "serve") reply=('--host' '--port') ;;
+        "policy test") reply=('--input' '--model' '--operation' '--policy' '--direction' '--file') ;;
+        "serve") reply=('--host' '--port' '--workers') ;;
+        "service install") reply=('--run-as' '--unit-dir') ;;
+        "service uninstall") reply=('--unit-dir') ;;
         "stop") reply=('--timeout') ;;
         *) reply=() ;;
     esac
@@ -76,11 +86,18 @@ _aigov_values() {
         "loadtest|--out") reply=('__path__') ;;
         "loadtest|--csv") reply=('__path__') ;;
         "loadtest|--body-file") reply=('__path__') ;;
+        "loadtest|--ca-file") reply=('__path__') ;;
         "logs|--decision") reply=('allow' 'block') ;;
+        "logs|--direction") reply=('input' 'output') ;;
         "logs export|--format") reply=('jsonl' 'csv') ;;
         "logs export|--out") reply=('__path__') ;;
         "logs export|--decision") reply=('allow' 'block') ;;
+        "logs export|--direction") reply=('input' 'output') ;;
+        "logs stats|--direction") reply=('input' 'output') ;;
+        "policy test|--direction") reply=('input' 'output') ;;
         "policy test|--file") reply=('__path__') ;;
+        "service install|--unit-dir") reply=('__path__') ;;
+        "service uninstall|--unit-dir") reply=('__path__') ;;
         *) reply=() ;;
     esac
 }

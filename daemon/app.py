@@ -1,8 +1,9 @@
 """The application factory: ``create_app(config) -> web.Application``.
 
-Each resource has its own cleanup context, registered in dependency order:
-the database and key table first, then the decision log. aiohttp cleans up
-in reverse, so on shutdown the log is flushed before the database closes.
+The backends come from the configuration (``database_url``, ``rate_limit_url``) unless a test
+passes its own. Each resource has its own cleanup context, registered in dependency order: the key
+store and the authenticator that follows it, the rate limiter, then the decision log. aiohttp cleans
+up in reverse, so on shutdown the log is flushed before anything it needs goes away.
 """
 
 from __future__ import annotations
@@ -10,162 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
 
-import aiosqlite
 from aiohttp import hdrs, web
 
-from daemon import __version__, tokens
-from daemon.auth import Authenticator, FailureReason, KeyEntry
+from daemon import ratelimit, storage
 from daemon.config import Config
-from daemon.decisionlog import DecisionLog, SqliteDecisionStore
+from daemon.guardrail import PATH as GUARDRAIL_PATH
+from daemon.guardrail_route import GuardrailHandler
 from daemon.handlers import CheckHandler, answer_headers, get_only, json_response, new_request_id, not_found
-from daemon.metrics import CONTENT_TYPE, Stats, build_registry, render
+from daemon.metrics import CONTENT_TYPE, build_registry, render
 from daemon.openapi import openapi_spec
-from daemon.policy.loader import PolicySet, load_policy_file
-from daemon.ratelimit import MemoryRateLimiter, RateLimiter
-from daemon.storage import db as dbmod
-from daemon.storage.keys import SqliteKeyStore
+from daemon.policywatch import policy_watch_ctx
+from daemon.ratelimit import FailureThrottle, RateLimiter
+from daemon.service import Service
+from daemon.storage.interface import DecisionStore, KeyStore
+from daemon.storage.records import Fingerprinter, RecordBuilder, load_or_create_secret
+from daemon.workers import WorkerBoard
 
 log = logging.getLogger("aigov")
 
-LAST_USED_FLUSH_SECONDS = 10.0
-KEY_LOOK_MIN_GAP = 0.05  # looks at the key table that requests ask for: at most 20 a second
 RETENTION_INTERVAL_SECONDS = 3600.0
-
-
-class Service:
-    """Everything the handlers need, built by :func:`create_app` and filled in at startup."""
-
-    def __init__(self, config: Config, limiter: RateLimiter | None = None) -> None:
-        self.config = config
-        self.stats = Stats()
-        self.registry = build_registry(self.stats)
-        self.auth = Authenticator()
-        self.limiter: RateLimiter = limiter or MemoryRateLimiter()
-        self.policies: PolicySet = load_policy_file(config.policy_path)
-        self.last_used: dict[str, float] = {}
-        self._reload_lock = asyncio.Lock()
-        self.closing = False
-        self.started = time.time()
-        self.db: aiosqlite.Connection | None = None
-        self.keystore: SqliteKeyStore | None = None
-        self.key_seq = 0
-        self._key_look: asyncio.Future[None] | None = None
-        self._key_look_started = float("-inf")
-        self.key_looks = 0
-        self.dlog: DecisionLog = DecisionLog(
-            SqliteDecisionStore(config.db_file, config.log_inputs),
-            batch_size=config.log_batch_size,
-            flush_interval=config.log_flush_interval,
-            max_queue=config.log_queue_size,
-            enqueue_timeout=config.log_enqueue_timeout,
-            on_written=self._written,
-            on_error=self._write_error,
-        )
-        self.stats.queue_size = self.dlog.qsize
-        self.stats.active_keys = self.auth.active_count
-
-    def _written(self, n: int) -> None:
-        self.stats.decisions_written += n
-
-    def _write_error(self) -> None:
-        self.stats.decision_log_errors += 1
-
-    async def reload_policy(self) -> PolicySet:
-        """Load the policy file off the loop and swap it in atomically; PolicyError leaves the old one."""
-        # One reload at a time: two SIGHUPs close together must not finish out of order
-        # and leave the older file in force.
-        async with self._reload_lock:
-            new = await asyncio.to_thread(load_policy_file, self.config.policy_path)
-            self.policies = new
-            return new
-
-    async def keys_current_as_of(self, since: float) -> None:
-        """Return once a look at the key table that began at loop time ``since`` or later is done.
-
-        Every look goes through here, one at a time (two at once could apply an older read of a
-        key after a newer one), and at most one every :data:`KEY_LOOK_MIN_GAP` seconds however
-        many requests wait: tokens with made-up key ids cannot turn into a query each. A failed
-        look raises to everyone waiting for it.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            look, started = self._key_look, self._key_look_started
-            if look is not None and not look.done():
-                await asyncio.shield(look)
-                if started >= since:
-                    return
-                continue
-            if look is not None and started >= since:
-                look.result()
-                return
-            wait = started + KEY_LOOK_MIN_GAP - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            self._key_look_started = loop.time()
-            self.key_looks += 1
-            self._key_look = asyncio.ensure_future(self.refresh_keys())
-            self._key_look.add_done_callback(_retrieved)
-
-    async def verify_after_key_look(
-        self, token: str, reason: FailureReason
-    ) -> tuple[KeyEntry | None, FailureReason | None]:
-        """Verify a token again after a fresh look at the key table, if the look changed its key.
-
-        For a token that failed as ``unknown`` or ``wrong_secret``: the key may have been created
-        or rotated a moment ago (a deployment script that creates or rotates a key and uses it at
-        once), and then the token works at once instead of after the next periodic refresh. When
-        the look brings nothing new for the key id, the first answer stands (no second bcrypt).
-        """
-        parsed = tokens.parse_token(token)
-        if parsed is None:
-            return None, reason
-        before = self.auth.keys.get(parsed.key_id)
-        try:
-            await self.keys_current_as_of(asyncio.get_running_loop().time())
-        except Exception as e:  # the database may be busy or briefly unreadable: the answer stands
-            log.warning("could not refresh keys: %s", e)
-            return None, reason
-        after = self.auth.keys.get(parsed.key_id)
-        if after is None or (before is not None and after.record is before.record):
-            return None, reason
-        return await self.auth.verify(token)
-
-    async def refresh_keys(self) -> None:
-        """Pick up keys created, changed or revoked since the last look (through keys_current_as_of)."""
-        assert self.keystore is not None
-        changed = await self.keystore.changed_since(self.key_seq)
-        if changed:
-            self.auth.load(changed)
-            for rec in changed:
-                if rec.revoked_at is not None:
-                    await self.limiter.forget(rec.key_id)
-            self.key_seq = max(self.key_seq, max(r.seq for r in changed))
-
-    async def flush_last_used(self) -> None:
-        """Write last-use times gathered since the previous flush, in one transaction."""
-        if self.last_used and self.keystore is not None:
-            batch, self.last_used = self.last_used, {}
-            await self.keystore.touch(batch)
-
-    def status(self) -> dict[str, Any]:
-        """What ``aigov status`` and ``/readyz`` show."""
-        return {
-            "pid": os.getpid(),
-            "version": __version__,
-            "uptime_seconds": round(time.time() - self.started, 3),
-            "active_keys": self.auth.active_count(),
-            "queue_depth": self.dlog.qsize(),
-            "decision_log_healthy": self.dlog.healthy,
-            "policy_version": self.policies.version,
-            "policies": self.policies.names,
-        }
-
 
 SERVICE = web.AppKey("service", Service)
 CHECK_PATH = "/v1/check"
@@ -193,108 +60,126 @@ def route_hot_path(app: web.Application, server: web.Server) -> None:
     server.request_handler = dispatch
 
 
-def _retrieved(future: asyncio.Future[None]) -> None:
-    """Mark a look's failure as seen: its waiters, if any, get it; without waiters it is not news."""
-    if not future.cancelled():
-        future.exception()
-
-
-async def _key_refresher(svc: Service) -> None:
-    last_flush = time.monotonic()
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(svc.config.key_refresh_interval)
-        try:
-            await svc.keys_current_as_of(loop.time())
-            if time.monotonic() - last_flush >= LAST_USED_FLUSH_SECONDS:
-                last_flush = time.monotonic()
-                await svc.flush_last_used()
-        except Exception as e:  # the database may be busy or briefly unreadable: keep the last table
-            log.warning("could not refresh keys: %s", e)
-
-
-def _prune_once(config: Config) -> int:
-    """Delete decisions older than ``log_retention_days`` (with a checkpoint record); blocking."""
-    from daemon.decisionlog import prune
-
-    conn = dbmod.connect_sync(config.db_file)
-    try:
-        return prune(conn, time.time() - config.log_retention_days * 86400)
-    finally:
-        conn.close()
-
-
-async def _retention(svc: Service) -> None:
-    while True:
-        try:
-            n = await asyncio.to_thread(_prune_once, svc.config)
-            if n:
-                log.info("retention: pruned %d decisions older than %d days", n, svc.config.log_retention_days)
-        except Exception as e:  # keep serving; the next run retries
-            log.warning("retention: prune failed: %s", e)
-        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
-
-
-async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Open the database, load the key table, keep it fresh; close on shutdown."""
-    svc = app[SERVICE]
-    svc.db = await dbmod.connect(svc.config.db_file)
-    svc.keystore = SqliteKeyStore(svc.db)
-    await svc.keys_current_as_of(asyncio.get_running_loop().time())
-    tasks = [asyncio.create_task(_key_refresher(svc), name="aigov-key-refresher")]
-    if svc.config.log_retention_days > 0:
-        tasks.append(asyncio.create_task(_retention(svc), name="aigov-retention"))
-    yield
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    with contextlib.suppress(Exception):
-        await svc.flush_last_used()
-    await svc.db.close()
-    svc.auth.close()
+
+
+async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the key store, load the key table and follow its changes; close on shutdown."""
+    svc = app[SERVICE]
+    await svc.keys.open()
+    try:
+        await svc.auth.start()
+        follower = asyncio.create_task(svc.auth.run(), name="aigov-key-feed")
+        yield
+        await _cancel(follower)
+        await svc.auth.close()
+    finally:
+        await svc.keys.close()
+
+
+async def limiter_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Close the rate limiter's and the throttle's connections on shutdown."""
+    svc = app[SERVICE]
+    yield
+    await svc.throttle.close()
+    await svc.limiter.close()
 
 
 async def decision_log_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the decision writer; on shutdown refuse new records and write all queued ones."""
     svc = app[SERVICE]
     await svc.dlog.start()
+    retention = None
+    if svc.config.log_retention_days > 0 and svc.worker == 0:
+        retention = asyncio.create_task(_retention(svc.config), name="aigov-retention")
     yield
     svc.closing = True
+    if retention is not None:
+        await _cancel(retention)
     await svc.dlog.close(timeout=max(30.0, svc.config.shutdown_timeout))
 
 
-def create_app(config: Config, *, limiter: RateLimiter | None = None) -> web.Application:
-    """Build the aiohttp application for ``config``; PolicyError if the policy file is invalid."""
-    svc = Service(config, limiter)
+async def board_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Share this worker's state with the others while it runs, and once more at the end."""
+    svc = app[SERVICE]
+    sharing = asyncio.create_task(svc.share_state(), name="aigov-share-state")
+    yield
+    await _cancel(sharing)
+    assert svc.board is not None
+    with contextlib.suppress(OSError):
+        await asyncio.to_thread(svc.board.share, svc.shared_state())
+
+
+def _prune_once(config: Config) -> int:
+    """Delete decisions older than ``log_retention_days`` (checkpoints keep the chains verifiable); blocking."""
+    with storage.decision_reader(config) as reader:
+        return reader.prune(time.time() - config.log_retention_days * 86400)
+
+
+async def _retention(config: Config) -> None:
+    while True:
+        try:
+            n = await asyncio.to_thread(_prune_once, config)
+            if n:
+                log.info("retention: pruned %d decisions older than %d days", n, config.log_retention_days)
+        except Exception as e:  # keep serving; the next run retries
+            log.warning("retention: prune failed: %s", e)
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
+def create_app(
+    config: Config,
+    *,
+    worker: int = 0,
+    shared: bool = False,
+    keys: KeyStore | None = None,
+    limiter: RateLimiter | None = None,
+    throttle: FailureThrottle | None = None,
+    decisions: DecisionStore | None = None,
+) -> web.Application:
+    """Build the aiohttp application for ``config``; PolicyError if the policy file is invalid.
+
+    ``worker`` is this process's slot under ``aigov serve --workers N``: it names the decision
+    writer's hash chain; ``shared`` workers share their state with the others (for ``/metrics``
+    and the CLI). The backends default to what the configuration names.
+    """
+    if limiter is None or throttle is None:
+        limiter, throttle = ratelimit.from_config(config)
+    if decisions is None:
+        builder = RecordBuilder(Fingerprinter(load_or_create_secret(config.fingerprint_path)), config.log_inputs)
+        decisions = storage.decision_store(config, storage.chain_name(worker), builder)
+    board = WorkerBoard.for_config(config, worker) if shared else None
+    svc = Service(config, keys=keys or storage.key_store(config), limiter=limiter, throttle=throttle,
+                  decisions=decisions, worker=worker, board=board)
     app = web.Application(client_max_size=config.max_body_bytes)
     app[SERVICE] = svc
-    app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(keys_ctx)
+    app.cleanup_ctx.append(limiter_ctx)
+    if shared:  # before the decision log, so that its last share comes after the last write
+        app.cleanup_ctx.append(board_ctx)
     app.cleanup_ctx.append(decision_log_ctx)
+    if config.policy_watch_interval > 0:
+        app.cleanup_ctx.append(policy_watch_ctx(config.policy_path, config.policy_watch_interval,
+                                                svc.reload_policy, lambda: svc.policies.version))
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         return json_response({"status": "ok", "uptime_seconds": round(time.time() - svc.started, 3)})
 
     async def readyz(request: web.Request) -> web.StreamResponse:
         status = svc.status()
-        problems = []
-        try:
-            assert svc.db is not None
-            async with svc.db.execute("SELECT 1") as cur:
-                await cur.fetchone()
-        except Exception as e:
-            problems.append(f"database: {e}")
-        if not svc.dlog.healthy:
-            problems.append("decision log: writes are failing")
-        if svc.closing:
-            problems.append("shutting down")
+        problems = await svc.problems()
         status["ready"] = not problems
         status["problems"] = problems
         return json_response(status, status=200 if not problems else 503)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        snapshot = await svc.metrics()
         headers = answer_headers(new_request_id(), content_type=CONTENT_TYPE)
-        return web.Response(body=render(svc.registry), headers=headers)
+        return web.Response(body=render(build_registry(lambda: snapshot)), headers=headers)
 
     spec = openapi_spec()
 
@@ -303,6 +188,7 @@ def create_app(config: Config, *, limiter: RateLimiter | None = None) -> web.App
 
     check = app[_CHECK] = CheckHandler(svc)
     app.router.add_route("*", CHECK_PATH, check.__call__)
+    app.router.add_route("*", GUARDRAIL_PATH, GuardrailHandler(svc).__call__)  # LiteLLM's guardrail API
     for path, fn in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics), ("/openapi.json", openapi)):
         app.router.add_route("*", path, get_only(svc, path, fn))
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -25,7 +25,10 @@ POLICY_FILE = "policy.toml"
 DB_FILE = "aigov.db"
 PID_FILE = "aigov.pid"
 LOG_FILE = "aigov.log"
+FINGERPRINT_FILE = "fingerprint.key"
 LOG_INPUTS = ("none", "redacted", "full")
+RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "unix")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class Paths:
     def db_file(self) -> Path:
         """The default SQLite database."""
         return self.data_dir / DB_FILE
+
+    @property
+    def fingerprint_file(self) -> Path:
+        """The default secret of the decision log's input fingerprints."""
+        return self.data_dir / FINGERPRINT_FILE
 
     @property
     def pid_file(self) -> Path:
@@ -104,12 +112,38 @@ class Config:
     key_refresh_interval: float = 0.25
     shutdown_timeout: float = 10.0
     log_level: str = "info"
+    database_url: str = ""
+    rate_limit_url: str = "memory://"
+    rate_limit_on_error: str = "open"
+    rate_limit_timeout: float = 0.05
+    redis_prefix: str = "aigov"
+    workers: int = 1
+    fingerprint_secret_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    sentry_dsn: str = ""
+    sentry_environment: str = "production"
+    policy_watch_interval: float = 0.0
     paths: Paths = field(default_factory=resolve_paths, compare=False)
 
     @property
     def db_file(self) -> Path:
-        """The SQLite database in use."""
+        """The SQLite database in use (``database_url`` of sqlite:///PATH, else ``db_path``, else the default)."""
+        if self.database_url.startswith("sqlite:"):
+            return Path(sqlite_path(self.database_url))
         return Path(self.db_path).expanduser() if self.db_path else self.paths.db_file
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``: which store keeps keys and decisions."""
+        return "postgresql" if self.database_url.startswith(("postgresql:", "postgres:")) else "sqlite"
+
+    @property
+    def fingerprint_path(self) -> Path:
+        """The file holding the secret of the input fingerprints."""
+        if self.fingerprint_secret_file:
+            return Path(self.fingerprint_secret_file).expanduser()
+        return self.paths.fingerprint_file
 
     @property
     def policy_path(self) -> Path:
@@ -125,12 +159,39 @@ class Config:
     def url(self) -> str:
         """The daemon's base URL."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the daemon serves HTTPS (``tls_cert`` and ``tls_key`` are set)."""
+        return bool(self.tls_cert and self.tls_key)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "paths"}
 _TYPES: dict[str, type] = {"host": str, "port": int, "db_path": str, "policy_file": str, "log_inputs": str,
-                           "default_rate_limit": str, "log_level": str}
+                           "default_rate_limit": str, "log_level": str, "database_url": str, "rate_limit_url": str,
+                           "rate_limit_on_error": str, "redis_prefix": str, "fingerprint_secret_file": str,
+                           "tls_cert": str, "tls_key": str, "sentry_dsn": str, "sentry_environment": str,
+                           "policy_watch_interval": float}
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///ABS/PATH`` URL; ValueError for any other form."""
+    rest = url[len("sqlite:"):]
+    if not rest.startswith("///") or len(rest) == 3:
+        raise ValueError("write it sqlite:///ABSOLUTE/PATH (three slashes, then the path)")
+    return "/" + rest[3:].lstrip("/")
+
+
+def parse_workers(value: int | str) -> int:
+    """``workers``: a count (0 = one per core) or ``auto``; ValueError otherwise."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return 0
+        value = int(value)
+    if not 0 <= value <= 512:
+        raise ValueError("must be between 0 and 512, or auto")
+    return value
 
 
 def _field_type(name: str) -> type:
@@ -142,6 +203,12 @@ def _field_type(name: str) -> type:
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Check (and for env strings, convert) one setting; ConfigError names the key."""
+    if name == "workers" and isinstance(value, int | str) and not isinstance(value, bool):
+        try:
+            return parse_workers(value)
+        except ValueError as e:
+            why = str(e) if "between" in str(e) else "must be a number of processes or auto"
+            raise ConfigError(f"{source}: workers {why}, got {value!r}") from None
     want = _field_type(name)
     if isinstance(value, str) and want is not str and source.startswith("environment"):
         try:
@@ -181,6 +248,73 @@ def _validate(name: str, value: Any, source: str) -> None:
             parse_rate(value)
         except ValueError as e:
             raise ConfigError(f"{source}: {name}: {e}") from None
+    if name == "rate_limit_on_error" and value not in ("open", "closed"):
+        raise bad("must be open or closed")
+    if name == "rate_limit_timeout" and not 0 < value <= 10:
+        raise bad("must be more than 0 and at most 10 seconds")
+    if name == "redis_prefix" and (not value or any(c in value for c in "{}") or not value.isprintable()):
+        raise bad("must be non-empty printable text without { or }")
+    if name == "rate_limit_url":
+        scheme = value.partition("://")[0]
+        if "://" not in value or scheme not in RATE_LIMIT_SCHEMES:
+            raise ConfigError(f"{source}: {name} must be memory://, redis://HOST:PORT/DB, rediss://... or "
+                              f"unix:///PATH?db=N, got {mask_url(value)!r}")
+    if name == "database_url" and value:
+        scheme = value.partition(":")[0]
+        if scheme not in DATABASE_SCHEMES or "://" not in value:
+            raise ConfigError(f"{source}: {name} must be sqlite:///ABS/PATH or "
+                              f"postgresql://USER[:PASSWORD]@HOST:PORT/DB, got {mask_url(value)!r}")
+        if scheme == "sqlite":
+            try:
+                sqlite_path(value)
+            except ValueError as e:
+                raise ConfigError(f"{source}: {name}: {e}") from None
+    if name == "policy_watch_interval" and value < 0:
+        raise bad("must be 0 (off) or a number of seconds")
+    if name == "sentry_dsn" and value:
+        _check_dsn(value, source)
+    if name == "sentry_environment" and not value:
+        raise bad("must not be empty")
+
+
+def _check_dsn(dsn: str, source: str) -> None:
+    """A Sentry DSN is ``https://PUBLIC_KEY@HOST/PROJECT_ID``; the message never repeats the key."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(dsn)
+        ok = u.scheme in ("http", "https") and bool(u.username) and bool(u.hostname) and bool(u.path.strip("/"))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{source}: sentry_dsn must look like https://KEY@HOST/PROJECT_ID")
+
+
+def _check_pairs(values: Mapping[str, Any]) -> None:
+    """Settings that only make sense together."""
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        given, missing = ("tls_cert", "tls_key") if values.get("tls_cert") else ("tls_key", "tls_cert")
+        raise ConfigError(f"{given} is set but {missing} is not: HTTPS needs both (or neither, for plain HTTP)")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for every message that shows a URL)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    elif at and scheme.startswith("redis") and userinfo:  # redis://PASSWORD@host is a password alone
+        userinfo = "***"
+    masked = f"{userinfo}{at}{host}" if at else netloc
+    # A password in the query string (?password=...) is masked too.
+    if "password=" in tail:
+        import re
+
+        tail = re.sub(r"(password=)[^&]*", r"\1***", tail)
+    return f"{scheme}{sep}{masked}{slash}{tail}"
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -241,6 +375,7 @@ def load_config(
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting {name!r}")
         values[name] = _coerce(name, value, "command line")
+    _check_pairs(values)
     return Config(paths=paths, **values)
 
 
@@ -277,11 +412,42 @@ log_enqueue_timeout = 0.5
 # Days of decisions to keep (0: keep forever).
 log_retention_days = 0
 
+# Where keys and decisions live. Empty: the SQLite file above. Several daemons share one store with
+# postgresql://USER[:PASSWORD]@HOST:PORT/DB (install aigov[postgres]).
+database_url = ""
+# Where rate limits are counted. memory:// is per process; several processes or daemons share exact
+# limits through Redis: redis://[:PASSWORD@]HOST:PORT/DB, rediss://... or unix:///PATH?db=N (aigov[redis]).
+rate_limit_url = "memory://"
+# When Redis cannot answer within rate_limit_timeout seconds: "open" lets the request through (and
+# the decision record says the limiter was unavailable), "closed" answers 503 rate_limit_unavailable.
+rate_limit_on_error = "open"
+rate_limit_timeout = 0.05
+# Prefix of every Redis key, so that several deployments can share one server.
+redis_prefix = "aigov"
+# Processes of `aigov serve` on one port (0 or "auto": one per core). More than 1 needs Redis.
+workers = 1
+# The secret that keys the decision log's input fingerprints (created on first start, mode 0600).
+# Daemons that share a database should share this file. Empty: {FINGERPRINT_FILE} in the data directory.
+fingerprint_secret_file = ""
+
 # How often the daemon picks up key changes made by the CLI (seconds).
 key_refresh_interval = 0.25
 # Seconds in-flight requests get to finish on SIGTERM.
 shutdown_timeout = 10.0
 log_level = "info"
+
+# HTTPS: a PEM certificate (chain) and its unencrypted private key (mode 0600). Both or neither.
+# Without them the daemon speaks plain HTTP: keep it on loopback, or behind a TLS proxy.
+tls_cert = ""
+tls_key = ""
+
+# Report unexpected errors to Sentry (needs `pip install 'aigov[sentry]'`). Empty: off.
+# Request data never leaves: no prompts, tokens or headers (see README, "Deploying").
+sentry_dsn = ""
+sentry_environment = "production"
+
+# Seconds between looks at the policy file; a changed file is loaded as on SIGHUP. 0: off.
+policy_watch_interval = 0.0
 '''
 
 

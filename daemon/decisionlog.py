@@ -1,321 +1,26 @@
-"""The decision log: a bounded queue, one writer, batched transactions, a hash chain.
+"""The decision log: a bounded queue and one writer task per process, in front of a DecisionStore.
 
-Requests append a small tuple to a bounded deque and never wait on disk. One
-writer task wakes when ``batch_size`` records are waiting or ``flush_interval``
-has passed, takes what is waiting (at most ``max_batch``, so that a backlog
-drains in fewer, larger transactions) and hands it to a dedicated thread,
-which computes the input digest, the stored form of the input and the hash
-chain, and writes the batch in one transaction. A failed write is retried, never dropped: while the
-queue stays full, requests get 503 instead.
-
-Chain: ``hash = sha256(prev_hash + canonical(record))``, where the canonical
-form is the record's fields (:data:`FIELDS`, in that order) as a compact JSON
-array: unambiguous whatever the text holds, and built by the C encoder. The
-first record's ``prev_hash`` is :data:`GENESIS`. Pruning old records appends a
-``checkpoint`` record naming the first kept id and the hash of the last pruned
-record, so what remains still verifies.
+Requests append a small tuple (:class:`~daemon.storage.records.Entry`) to a bounded deque and never
+wait on disk. One writer task wakes when ``batch_size`` records are waiting or ``flush_interval``
+has passed, takes what is waiting (at most ``max_batch``, so that a backlog drains in fewer, larger
+transactions) and hands it to the store, which builds the records (keyed input fingerprint, the input
+as ``log_inputs`` keeps it), links them into this writer's hash chain and writes the batch in one
+transaction, off the event loop. A failed write is never dropped: it is counted, logged once per kind
+of failure, and retried with backoff while ``/readyz`` says the log is unhealthy; meanwhile the queue
+fills and, once it stays full, requests get 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import functools
-import hashlib
-import itertools
-import json
 import logging
-import sqlite3
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from collections.abc import Callable
 
-from daemon.fastjson import dumps as _json
-from daemon.fastjson import quote as _quote
-from daemon.policy.engine import redact
-from daemon.policy.model import Reason
-from daemon.storage.db import WalCheckpointer, connect_sync
+from daemon.storage.interface import DecisionStore
+from daemon.storage.records import Entry
 
 log = logging.getLogger("aigov.decisionlog")
-
-GENESIS = "0" * 64
-FIELDS = (
-    "id", "time", "request_id", "key_id", "model", "operation", "decision", "rules", "reasons",
-    "input_length", "input_sha256", "input", "latency_ms", "policy_name", "policy_version", "kind",
-)
-_COLS = len(FIELDS) + 2  # the fields, prev_hash, hash
-_CHUNK = 64  # rows per INSERT (64 * 18 parameters; SQLite allows 32766 since 3.32)
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_sql(rows: int) -> str:
-    """An INSERT of ``rows`` rows."""
-    one = "(" + ",".join("?" * _COLS) + ")"
-    return f"INSERT INTO decisions ({', '.join(FIELDS)}, prev_hash, hash) VALUES " + ",".join([one] * rows)
-
-
-class Entry(NamedTuple):
-    """What a request hands the log: cheap to build on the event loop."""
-
-    time: float
-    request_id: str
-    key_id: str
-    model: str
-    operation: str
-    decision: str
-    rules: tuple[str, ...]
-    reasons: tuple[Reason, ...]
-    input_text: str
-    latency_ms: float
-    policy_name: str
-    policy_version: str
-
-
-def _canonical_values(values: list[Any]) -> str:
-    """The canonical form of a record's values in :data:`FIELDS` order: a compact JSON array."""
-    return _json(values)
-
-
-def canonical(record: Mapping[str, Any]) -> str:
-    """The canonical form of a record's chained fields."""
-    return _canonical_values([record[k] for k in FIELDS])
-
-
-def chain_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
-    """The hash of a record given its predecessor's hash."""
-    return _hash(prev_hash, canonical(record))
-
-
-def _hash(prev_hash: str, canon: str) -> str:
-    return hashlib.sha256((prev_hash + canon).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _rules_json(rules: tuple[str, ...]) -> str:
-    # Rule ids are validated identifiers ([a-z0-9._-]): nothing to escape.
-    return '["' + '","'.join(rules) + '"]' if rules else "[]"
-
-
-def _int_or_null(v: int | None) -> str:
-    return "null" if v is None else str(v)
-
-
-def _reasons_json(reasons: tuple[Reason, ...]) -> str:
-    # The same JSON as dumps([r.as_dict() ...]), built without dicts: this runs once per record.
-    if not reasons:
-        return "[]"
-    return "[" + ",".join(
-        f'{{"rule":{_quote(r.rule)},"detector":{_quote(r.detector)},"action":"{r.action}",'
-        f'"message":{_quote(r.message)},"start":{_int_or_null(r.start)},"end":{_int_or_null(r.end)}}}'
-        for r in reasons
-    ) + "]"
-
-
-_CUSTOM = frozenset(("literal", "pattern"))
-
-
-def stored_input(text: str, reasons: Sequence[Reason], mode: str) -> str | None:
-    """The input as ``log_inputs`` says: none, redacted (every finding's span masked) or full."""
-    if mode == "none":
-        return None
-    if mode == "full":
-        return text
-    # Labelled like redacted_text in the answer: the detector, or the rule id for custom rules.
-    spans = [
-        (r.start, r.end, r.rule if r.detector in _CUSTOM else r.detector)
-        for r in reasons
-        if r.start is not None and r.end is not None
-    ]
-    return redact(text, spans)
-
-
-class SqliteDecisionStore:
-    """Blocking writes and reads of the ``decisions`` table; used from one writer thread."""
-
-    def __init__(self, path: Path, log_inputs: str = "redacted") -> None:
-        self.path = path
-        self.log_inputs = log_inputs
-        self.conn: sqlite3.Connection | None = None
-        self.checkpointer: WalCheckpointer | None = None
-
-    def open(self) -> None:
-        """Open (and migrate) the database, tuned for one appending writer."""
-        self.conn = connect_sync(self.path)
-        # Checkpoints (the only fsyncs with synchronous=NORMAL) run in a thread of their own, so
-        # that the writer never stops for one (see WalCheckpointer).
-        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self.checkpointer = WalCheckpointer(self.path)
-        self.checkpointer.start()
-
-    def close(self) -> None:
-        """Stop the checkpoint thread and close the connection (which checkpoints what is left)."""
-        if self.checkpointer is not None:
-            self.checkpointer.stop()
-            self.checkpointer = None
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-    def to_values(self, e: Entry) -> tuple[Any, ...]:
-        """The row for an entry in :data:`FIELDS` order, without the id."""
-        text = e.input_text
-        return (
-            e.time, e.request_id, e.key_id, e.model, e.operation, e.decision,
-            _rules_json(e.rules), _reasons_json(e.reasons), len(text),
-            hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
-            stored_input(text, e.reasons, self.log_inputs),
-            round(e.latency_ms, 3), e.policy_name, e.policy_version, "decision",
-        )
-
-    def write_batches(self, batches: Sequence[Sequence[Entry]]) -> int:
-        """Write each batch in its own transaction, extending the chain; returns records written."""
-        n = 0
-        for batch in batches:
-            self._append_values(self.to_values(e) for e in batch)
-            n += len(batch)
-        return n
-
-    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append records (field -> value, without id/hash) to the chain in one transaction."""
-        self._append_values([tuple(rec[f] for f in FIELDS[1:]) for rec in records])
-
-    def _append_values(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        if self.conn is None:
-            self.open()
-        conn = self.conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            insert_chained(conn, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        if self.checkpointer is not None:
-            self.checkpointer.committed(conn)
-
-
-def insert_chained(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
-    """Inside an open transaction: append rows (FIELDS without id) to the chain.
-
-    ``rows`` is consumed lazily, at most :data:`_CHUNK` rows at a time, each chunk
-    prepared and then written with one multi-row INSERT. The sqlite3 module releases
-    the GIL once per statement step, so the chunk size bounds how long the writer
-    thread keeps the event loop waiting for the GIL (about 0.4 ms); executemany would
-    release it once per row, and one statement per batch would hold it for a whole
-    backlog batch.
-    """
-    # Read the tail inside the transaction: a CLI prune may have appended a checkpoint.
-    tail = conn.execute("SELECT id, hash FROM decisions ORDER BY id DESC LIMIT 1").fetchone()
-    last_id, prev = (tail[0], tail[1]) if tail else (0, GENESIS)
-    it = iter(rows)
-    while chunk := list(itertools.islice(it, _CHUNK)):
-        params: list[Any] = []
-        extend = params.extend
-        for values in chunk:
-            last_id += 1
-            full = [last_id, *values]
-            h = _hash(prev, _canonical_values(full))
-            extend(full)
-            params.append(prev)
-            params.append(h)
-            prev = h
-        # A partial chunk goes in power-of-two pieces: a handful of cached statement shapes.
-        n, i = len(chunk), 0
-        while i < n:
-            size = 1 << ((n - i).bit_length() - 1)
-            conn.execute(_insert_sql(size), params[i * _COLS:(i + size) * _COLS])
-            i += size
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    """The result of verifying the hash chain."""
-
-    ok: bool
-    records: int
-    first_bad_id: int | None = None
-    problem: str | None = None
-
-
-def iter_rows(conn: sqlite3.Connection, batch: int = 2000) -> Iterator[dict[str, Any]]:
-    """Every decision row in id order, read in pages (constant memory)."""
-    cols = (*FIELDS, "prev_hash", "hash")
-    last = -1
-    while True:
-        rows = conn.execute(
-            f"SELECT {', '.join(cols)} FROM decisions WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
-        ).fetchall()
-        if not rows:
-            return
-        for r in rows:
-            yield dict(zip(cols, r, strict=True))
-        last = rows[-1][0]
-
-
-def verify_chain(conn: sqlite3.Connection) -> ChainReport:
-    """Check every record's hash and link; name the first record that breaks the chain."""
-    checkpoints: dict[int, str] = {}
-    for (reasons,) in conn.execute("SELECT reasons FROM decisions WHERE kind = 'checkpoint' ORDER BY id"):
-        try:
-            info = json.loads(reasons)
-            checkpoints[int(info["first_kept_id"])] = str(info["pruned_last_hash"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    n = 0
-    prev: str | None = None
-    expected_id: int | None = None
-    for row in iter_rows(conn):
-        n += 1
-        rid = row["id"]
-        if prev is None:
-            allowed = {GENESIS} | ({checkpoints[rid]} if rid in checkpoints else set())
-            if row["prev_hash"] not in allowed:
-                why = "records before it were deleted without a checkpoint" if rid != 1 else "bad genesis link"
-                return ChainReport(False, n, rid, why)
-        elif row["prev_hash"] != prev:
-            return ChainReport(
-                False, n, rid, "link to the previous record is broken (a record was deleted or inserted)"
-            )
-        if expected_id is not None and rid != expected_id:
-            return ChainReport(False, n, expected_id, "record ids are not consecutive (a record was deleted)")
-        if chain_hash(row["prev_hash"], row) != row["hash"]:
-            return ChainReport(False, n, rid, "record content does not match its hash (it was edited)")
-        prev = row["hash"]
-        expected_id = rid + 1
-    return ChainReport(True, n)
-
-
-def prune(conn: sqlite3.Connection, before: float) -> int:
-    """Delete decisions older than ``before`` and append a checkpoint, in one transaction; returns the count."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        row = conn.execute(
-            "SELECT MAX(id) FROM decisions WHERE time < ? AND kind = 'decision'", (before,)
-        ).fetchone()
-        tail = conn.execute("SELECT MAX(id) FROM decisions").fetchone()[0]
-        # Keep the newest record: the chain needs a tail to extend.
-        through = min(row[0], tail - 1) if row and row[0] is not None else 0
-        if through < 1:
-            conn.execute("ROLLBACK")
-            return 0
-        last_hash = conn.execute("SELECT hash FROM decisions WHERE id = ?", (through,)).fetchone()
-        first = conn.execute("SELECT MIN(id) FROM decisions").fetchone()[0]
-        deleted = int(conn.execute("DELETE FROM decisions WHERE id <= ?", (through,)).rowcount)
-        info = {"first_kept_id": through + 1, "pruned_last_hash": last_hash[0] if last_hash else GENESIS,
-                "pruned_from_id": first, "pruned_records": deleted}
-        insert_chained(conn, [(
-            time.time(), f"checkpoint-{through}", None, None, None, "checkpoint", "[]", json.dumps(info),
-            None, None, None, None, None, None, "checkpoint",
-        )])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return deleted
-
 
 class QueueFull(Exception):
     """The decision log could not take a record within the bounded wait."""
@@ -326,7 +31,7 @@ class DecisionLog:
 
     def __init__(
         self,
-        store: SqliteDecisionStore,
+        store: DecisionStore,
         *,
         batch_size: int = 50,
         flush_interval: float = 5.0,
@@ -335,6 +40,7 @@ class DecisionLog:
         on_written: Callable[[int], None] = lambda n: None,
         on_error: Callable[[], None] = lambda: None,
         retry_delay: float = 0.5,
+        max_retry_delay: float = 30.0,
         max_batch: int = 1000,
     ) -> None:
         self.store = store
@@ -351,14 +57,20 @@ class DecisionLog:
         self.on_written = on_written
         self.on_error = on_error
         self.retry_delay = retry_delay
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aigov-dlog")
+        self.max_retry_delay = max_retry_delay
         self.task: asyncio.Task[None] | None = None
         self.closing = False
-        self.healthy = True
+        self.failure: str | None = None  # what the failing writes raise, while they fail
+        self._reported: set[str] = set()  # kinds of failure already logged
+
+    @property
+    def healthy(self) -> bool:
+        """False while writes fail (they are being retried)."""
+        return self.failure is None
 
     async def start(self) -> None:
-        """Open the store in the writer thread and start the writer task."""
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.store.open)
+        """Open the store and start the writer task."""
+        await self.store.open()
         self.task = asyncio.create_task(self._run(), name="aigov-decision-writer")
 
     def qsize(self) -> int:
@@ -374,6 +86,11 @@ class DecisionLog:
         if len(items) >= self.batch_size and not self._wake.is_set():
             self._wake.set()
         return True
+
+    async def record(self, entry: Entry) -> None:
+        """Enqueue; when the queue is full, wait at most ``enqueue_timeout`` for room, else QueueFull."""
+        if not self.offer(entry):
+            await self.put(entry)
 
     async def put(self, entry: Entry) -> None:
         """Enqueue, waiting at most ``enqueue_timeout`` for room; QueueFull when the queue stays full."""
@@ -411,22 +128,31 @@ class DecisionLog:
             self._space.set()
         return batch
 
-    async def _write(self, batches: list[list[Entry]]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _write(self, batch: list[Entry]) -> None:
         delay = self.retry_delay
         while True:
             try:
-                n = await loop.run_in_executor(self.executor, self.store.write_batches, batches)
-                self.healthy = True
-                self.on_written(n)
-                return
-            except sqlite3.Error as e:
-                # Never drop what was answered: keep retrying; meanwhile the queue fills and requests get 503.
-                self.healthy = False
+                await self.store.write(batch)
+            except Exception as e:
+                # Never drop what was answered: keep retrying; meanwhile the queue fills and requests
+                # get 503. Each kind of failure is logged once (with its traceback when it is not an
+                # error the store knows), not once per retry.
+                kind = f"{type(e).__module__}.{type(e).__qualname__}"
+                self.failure = f"{type(e).__name__}: {e}"
                 self.on_error()
-                log.error("decision log write failed (%s); retrying in %.1fs", e, delay)
+                if kind not in self._reported:
+                    self._reported.add(kind)
+                    log.error("decision log write failed (%s); retrying with backoff until it succeeds",
+                              self.failure, exc_info=not _expected(e))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, self.max_retry_delay)
+                continue
+            if self.failure is not None:
+                log.warning("decision log writes succeed again")
+                self.failure = None
+                self._reported.clear()
+            self.on_written(len(batch))
+            return
 
     async def _run(self) -> None:
         # One wait per flush cycle (not per record): woken when a batch is ready, else at the interval.
@@ -439,7 +165,7 @@ class DecisionLog:
             self._wake.clear()
             batch = self._take()
             if batch:
-                await self._write([batch])
+                await self._write(batch)
             elif self.closing:
                 return
 
@@ -453,6 +179,13 @@ class DecisionLog:
             except TimeoutError:
                 log.error("decision log: %d records could not be written within %.0fs", self.qsize(), timeout)
                 self.task.cancel()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.store.close)
-        self.executor.shutdown(wait=True)
+        await self.store.close()
+
+
+def _expected(e: Exception) -> bool:
+    """Failures of the database itself (busy, full, unreachable), as opposed to a bug in aigov."""
+    import sqlite3
+
+    from daemon.errors import StorageError
+
+    return isinstance(e, sqlite3.Error | StorageError | OSError)

@@ -15,29 +15,32 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import hdrs, web
 from multidict import istr
 
-from daemon.decisionlog import Entry, QueueFull
+from daemon.auth import KeyEntry, Unauthorized, bearer_token
+from daemon.decisionlog import QueueFull
 from daemon.errors import ERROR_CODES
 from daemon.fastjson import dumps as _encode
-from daemon.policy.engine import unknown_policy_decision
 from daemon.policy.model import Decision
-from daemon.ratelimit import RateDecision
-
-if TYPE_CHECKING:
-    from daemon.app import Service
+from daemon.ratelimit import RateDecision, RateLimiterUnavailable
+from daemon.service import Service
+from daemon.storage.records import Entry
 
 log = logging.getLogger("aigov.http")
 
 JSON_CT = "application/json"
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_FIELDS = frozenset(("model", "operation", "input_text", "metadata"))
+_FIELDS = frozenset(("model", "operation", "input_text", "metadata", "direction"))
+_DIRECTIONS = ("input", "output")
 _rand = random.Random(os.urandom(16))
 MAX_NAME_CHARS = 256
 MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 1024
+_ABSENT: Any = object()
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -87,10 +90,10 @@ def answer_headers(
 
 
 def error_response(
-    status: int, message: str, request_id: str, headers: dict[str, str] | None = None
+    status: int, message: str, request_id: str, headers: dict[str, str] | None = None, code: str | None = None
 ) -> web.Response:
-    """The JSON error shape of the contract: ``{"error": {"code", "message"}}``."""
-    body = _encode({"error": {"code": ERROR_CODES[status], "message": message}})
+    """The JSON error shape of the contract: ``{"error": {"code", "message"}}`` (code by status unless given)."""
+    body = _encode({"error": {"code": code or ERROR_CODES[status], "message": message}})
     return web.Response(status=status, body=body.encode(), headers=answer_headers(request_id, headers))
 
 
@@ -192,13 +195,25 @@ def _json_type(v: Any) -> str:
     return "a string"
 
 
-def validate(data: Any) -> tuple[str, str, str]:
-    """Check a decoded body; return (model, operation, input_text) or raise ValidationError."""
+def validate(data: Any) -> tuple[str, str, str, str, dict[str, Any] | None]:
+    """Check a decoded body; (model, operation, input_text, direction, metadata) or ValidationError."""
     if not isinstance(data, dict):
         raise ValidationError(f"the body must be a JSON object, not {_json_type(data)}")
     if not _FIELDS.issuperset(data):
         extra = sorted(set(data) - _FIELDS)[0]
-        raise ValidationError(f"unknown field '{extra[:64]}' (allowed: input_text, metadata, model, operation)")
+        if _SURROGATE.search(extra):  # it could not be encoded into the answer: that was a 500
+            raise ValidationError("a field name contains invalid Unicode (a lone surrogate)")
+        raise ValidationError(
+            f"unknown field '{extra[:64]}' (allowed: direction, input_text, metadata, model, operation)"
+        )
+    direction = data.get("direction")
+    if direction is None:  # absent or null: the default
+        direction = "input"
+    elif direction not in _DIRECTIONS:  # a list or an object is "not in" too: no hashing of the value
+        # Echo only plain text: a lone surrogate could not even be encoded into the answer.
+        plain = isinstance(direction, str) and direction.isascii() and direction.isprintable()
+        shown = f"'{direction[:64]}'" if plain else "a string" if isinstance(direction, str) else _json_type(direction)
+        raise ValidationError(f"field 'direction' must be \"input\" or \"output\", not {shown}")
     model = _check_name(data, "model")
     operation = _check_name(data, "operation")
     text = data.get("input_text")
@@ -208,41 +223,54 @@ def validate(data: Any) -> tuple[str, str, str]:
         raise ValidationError(f"field 'input_text' must be a string, not {_json_type(text)}")
     if not text.isascii() and _SURROGATE.search(text):
         raise ValidationError("field 'input_text' contains invalid Unicode (a lone surrogate)")
-    meta = data.get("metadata")
-    if meta is not None:
-        if not isinstance(meta, dict):
-            raise ValidationError(f"field 'metadata' must be an object, not {_json_type(meta)}")
-        if len(meta) > MAX_METADATA_KEYS:
-            raise ValidationError(f"field 'metadata' may have at most {MAX_METADATA_KEYS} keys")
-        for k, v in meta.items():
-            if isinstance(v, dict | list):
-                raise ValidationError(f"field 'metadata.{k[:64]}' must be a string, number, boolean or null")
-            if _SURROGATE.search(k) or (isinstance(v, str) and _SURROGATE.search(v)):
-                raise ValidationError("field 'metadata' contains invalid Unicode (a lone surrogate)")
-    return model, operation, text
+    meta = data.get("metadata", _ABSENT)
+    if meta is _ABSENT:
+        return model, operation, text, direction, None
+    if not isinstance(meta, dict):
+        raise ValidationError(f"field 'metadata' must be an object, not {_json_type(meta)}")
+    if len(meta) > MAX_METADATA_KEYS:
+        raise ValidationError(f"field 'metadata' may have at most {MAX_METADATA_KEYS} keys")
+    for k, v in meta.items():
+        # The key is checked first: the next messages echo it, and a lone surrogate cannot be encoded.
+        if not 1 <= len(k) <= MAX_METADATA_KEY_CHARS or _SURROGATE.search(k):
+            raise ValidationError(f"field 'metadata' keys must be 1 to {MAX_METADATA_KEY_CHARS} characters of "
+                                  "valid Unicode")
+        where = f"field 'metadata.{k}'"
+        if isinstance(v, dict | list):
+            raise ValidationError(f"{where} must be a string, number, boolean or null")
+        if isinstance(v, str) and (len(v) > MAX_METADATA_VALUE_CHARS or _SURROGATE.search(v)):
+            raise ValidationError(f"{where} must be at most {MAX_METADATA_VALUE_CHARS} characters of valid Unicode")
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+            raise ValidationError(f"{where} is too large (integers must fit in 64 bits)")
+    return model, operation, text, direction, meta
 
 
 _new_entry = tuple.__new__  # Entry._make's constructor: half the cost of Entry(...) per request
 
 
-class CheckHandler:
-    """``POST /v1/check``."""
+class Checkpoint:
+    """The request path every endpoint that checks texts shares, in DESIGN's order: method, body size,
+    auth, rate limit, JSON; then the endpoint's own :meth:`check` (validation, policy, record,
+    answer). Subclasses are ``/v1/check`` and LiteLLM's guardrail API (:mod:`daemon.guardrail_route`)."""
+
+    endpoint = ""
+    timed = False  # whether the latency goes into aigov_request_latency_seconds (the /v1/check histogram)
 
     def __init__(self, svc: Service) -> None:
         self.svc = svc
         self.max_body = svc.config.max_body_bytes
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        """Answer one check; never raises (an unexpected error is a logged JSON 500)."""
+        """Answer one request; never raises (an unexpected error is a logged JSON 500)."""
         t0 = time.perf_counter()
         rid = new_request_id()
         try:
             resp = await self.handle(request, rid, t0)
         except Exception:  # a bug, never bad input: log it, answer JSON, keep serving
-            log.exception("internal error in /v1/check (request %s)", rid)
+            log.exception("internal error in %s (request %s)", self.endpoint, rid)
             resp = error_response(500, "internal error; see the daemon log", rid)
         status = resp.status
-        self.svc.stats.request("/v1/check", status, time.perf_counter() - t0)
+        self.svc.stats.request(self.endpoint, status, time.perf_counter() - t0 if self.timed else None)
         return resp
 
     async def handle(self, request: web.Request, rid: str, t0: float) -> web.StreamResponse:
@@ -257,33 +285,68 @@ class CheckHandler:
         if cl is not None and cl > self.max_body:
             return error_response(413, f"the body is over {self.max_body} bytes", rid)
         # 2. auth
-        header = request.headers.get("Authorization")
-        if not header or not header.startswith("Bearer "):
-            svc.stats.auth_failure("missing" if not header else "malformed")
+        headers = request.headers
+        try:
+            key = await svc.auth.authenticate(bearer_token(headers.get("Authorization"), headers.get("x-api-key")))
+        except Unauthorized as e:
+            svc.stats.auth_failure(e.reason)
             return error_response(401, "missing or invalid API key", rid)
-        token = header[7:].strip()
-        entry = svc.auth.warm(token)
-        if entry is None:
-            entry, reason = await svc.auth.verify(token)
-            if reason == "unknown" or reason == "wrong_secret":
-                entry, reason = await svc.verify_after_key_look(token, reason)
-            if entry is None:
-                svc.stats.auth_failure(reason or "unknown")
-                return error_response(401, "missing or invalid API key", rid)
-        svc.last_used[entry.key_id] = time.time()
         # 3. rate limit
-        rd = await svc.limiter.check(entry.key_id, entry.limit, entry.window)
+        try:
+            rd = await svc.limiter.check(key.key_id, key.limit, key.window)
+            limiter = "ok"
+        except RateLimiterUnavailable:
+            if svc.fail_closed:
+                return error_response(503, "the rate limiter cannot be reached; retry later", rid,
+                                      code="rate_limit_unavailable")
+            rd, limiter = _unlimited(key.limit), "unavailable"
         rate_headers = _rate_headers(rd)
         if not rd.allowed:
             svc.stats.rate_limit_hits += 1
             rate_headers[_H_RETRY_AFTER] = str(rd.retry_after)
             return error_response(429, f"rate limit of {rd.limit} requests exceeded", rid, rate_headers)
-        # 4. JSON validation
+        # 4. JSON
+        raw = await self.read_body(request, cl, rid)
+        if isinstance(raw, web.Response):
+            return raw
+        try:
+            data = parse_json(raw)
+        except UnicodeDecodeError:
+            return error_response(400, "the body is not UTF-8", rid)
+        except NumberTooLarge as e:  # valid JSON: say what is wrong with it
+            return error_response(422, str(e), rid)
+        except (ValueError, RecursionError):
+            return error_response(400, "the body is not valid JSON", rid)
+        # 5.-8. validation, policy, record, answer
+        return await self.check(data, key, rid, t0, limiter, rate_headers)
+
+    async def check(
+        self, data: Any, key: KeyEntry, rid: str, t0: float, limiter: str, rate_headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Validate the decoded body, decide, record, answer (the endpoint's own part)."""
+        raise NotImplementedError  # every endpoint defines it (an abstract method, without abc's cost)
+
+    async def record(self, entry: Entry, rid: str) -> web.Response | None:
+        """Enqueue the decision before answering (nothing answered is lost); a 503 when the log stays full."""
+        try:
+            await self.svc.dlog.record(entry)
+        except QueueFull:
+            return error_response(503, "the decision log cannot accept more records; retry later", rid)
+        return None
+
+    def count(self, decision: Decision) -> None:
+        """The governance counters of one decision."""
+        if decision.allowed:
+            self.svc.stats.allowed += 1
+        else:
+            self.svc.stats.block(tuple(dict.fromkeys(r.rule for r in decision.reasons if r.action == "block")))
+
+    async def read_body(self, request: web.Request, cl: int | None, rid: str) -> bytes | web.Response:
+        """The body, or the answer for one of the wrong type (415) or over ``max_body_bytes`` (413)."""
         # Fast path on the raw header; parse it (parameters, case) only when it is not the plain form.
         if request.headers.get("Content-Type") != JSON_CT and request.content_type != JSON_CT:
             return error_response(415, "send the body as application/json", rid)
         content = request.content
-        raw: bytes | None
         if cl is not None and content.is_eof():
             # The whole body came with the headers (the common case for a check): take it as it
             # is, without read()'s loop of awaits. Content-Length bounded what was sent; the size
@@ -296,43 +359,38 @@ class CheckHandler:
                 raw = None
         if raw is None or len(raw) > self.max_body:
             return error_response(413, f"the body is over {self.max_body} bytes", rid)
+        return raw
+
+
+class CheckHandler(Checkpoint):
+    """``POST /v1/check``."""
+
+    endpoint = "/v1/check"
+    timed = True
+
+    async def check(
+        self, data: Any, key: KeyEntry, rid: str, t0: float, limiter: str, rate_headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """One text: validate, decide, record, answer."""
         try:
-            data = parse_json(raw)
-        except UnicodeDecodeError:
-            return error_response(400, "the body is not UTF-8", rid)
-        except NumberTooLarge as e:  # valid JSON: say what is wrong with it
-            return error_response(422, str(e), rid)
-        except (ValueError, RecursionError):
-            return error_response(400, "the body is not valid JSON", rid)
-        try:
-            model, operation, text = validate(data)
+            model, operation, text, direction, metadata = validate(data)
         except ValidationError as e:
             return error_response(422, str(e), rid)
-        # 5. policy
-        policies = svc.policies
-        policy = policies.get(entry.policy)
-        decision = (
-            policy.evaluate(model, operation, text)
-            if policy is not None
-            else unknown_policy_decision(entry.policy, policies.version)
-        )
-        latency_ms = (time.perf_counter() - t0) * 1000.0
-        # 6. enqueue the decision before answering: nothing answered is ever lost
-        record = _new_entry(Entry, (
-            time.time(), rid, entry.key_id, model, operation, decision.decision, decision.rules,
-            decision.reasons, text, latency_ms, decision.policy_name, decision.policy_version,
-        ))
-        if not svc.dlog.offer(record):
-            try:
-                await svc.dlog.put(record)
-            except QueueFull:
-                return error_response(503, "the decision log cannot accept more records; retry later", rid)
-        # 7. respond; 8. metrics
-        if decision.allowed:
-            svc.stats.allowed += 1
-        else:
-            svc.stats.block(tuple(r.rule for r in decision.reasons if r.action == "block"))
+        decision = self.svc.evaluate(key.policy, model, operation, text, direction)
+        refused = await self.record(_new_entry(Entry, (
+            time.time(), rid, key.key_id, model, operation, direction, decision.decision, decision.rules,
+            decision.reasons, text, (time.perf_counter() - t0) * 1000.0, decision.policy_name,
+            decision.policy_version, limiter, metadata,
+        )), rid)
+        if refused is not None:
+            return refused
+        self.count(decision)
         return web.Response(body=render_decision(rid, decision), headers=answer_headers(rid, rate_headers))
+
+
+def _unlimited(limit: int) -> RateDecision:
+    """The limiter's answer when it could not be asked and ``rate_limit_on_error`` is open."""
+    return RateDecision(True, limit, limit, 0, 0)
 
 
 _ALLOW_TAILS: dict[tuple[str, str], str] = {}

@@ -17,19 +17,19 @@ from daemon.auth import hash_secret
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError, NotFoundError
 from daemon.policy.loader import load_policy_file
-from daemon.storage import db as dbmod
-from daemon.storage.keys import KeyRecord, KeyStore, SqliteKeyStore
+from daemon.storage import open_key_store
+from daemon.storage.interface import KeyRecord, KeyStore
 
 T = TypeVar("T")
 
 
 async def with_store(config: Config, fn: Callable[[KeyStore], Awaitable[T]]) -> T:
-    """Open the configured database, run ``fn`` with a KeyStore, close it."""
-    db = await dbmod.connect(config.db_file)
+    """Open the configured key store, run ``fn`` with it, close it."""
+    store = await open_key_store(config)
     try:
-        return await fn(SqliteKeyStore(db))
+        return await fn(store)
     finally:
-        await db.close()
+        await store.close()
 
 
 def check_policy_name(config: Config, policy: str) -> None:

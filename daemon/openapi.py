@@ -68,6 +68,41 @@ def openapi_spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/beta/litellm_basic_guardrail_api": {
+                "post": {
+                    "summary": "LiteLLM's Generic Guardrail API: check the texts of a call through LiteLLM",
+                    "description": "For LiteLLM's `guardrail: generic_guardrail_api`. The token may come in "
+                                   "`x-api-key` or `Authorization: Bearer`. One rate-limit token and one "
+                                   "decision record per call; input_type `request` checks with direction "
+                                   "input, `response` with direction output. Unknown fields are ignored.",
+                    "operationId": "litellmGuardrail",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GuardrailRequest"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "BLOCKED, GUARDRAIL_INTERVENED (texts rewritten) or NONE",
+                            "headers": rl_headers,
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/GuardrailResponse"}}
+                            },
+                        },
+                        "400": _err(400, "the body is not JSON or not UTF-8"),
+                        "401": _err(401, "missing, malformed, unknown, revoked, expired or wrong key"),
+                        "405": _err(405, "use POST"),
+                        "413": _err(413, "the body is larger than max_body_bytes"),
+                        "415": _err(415, "the body is not application/json"),
+                        "422": _err(422, "input_type or texts missing or of the wrong type"),
+                        "429": _err(
+                            429, "the key's rate limit is used up",
+                            {**rl_headers, "Retry-After": {"schema": {"type": "integer"}}},
+                        ),
+                        "503": _err(503, "shutting down, or the decision log cannot accept more"),
+                    },
+                }
+            },
             "/healthz": {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {"200": text_ok}}},
             "/readyz": {
                 "get": {
@@ -88,7 +123,10 @@ def openapi_spec() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
             "schemas": {
                 "CheckRequest": {
                     "type": "object",
@@ -98,6 +136,11 @@ def openapi_spec() -> dict[str, Any]:
                         "model": {"type": "string", "minLength": 1, "maxLength": 256},
                         "operation": {"type": "string", "minLength": 1, "maxLength": 256},
                         "input_text": {"type": "string"},
+                        "direction": {
+                            "type": "string", "enum": ["input", "output"], "default": "input", "nullable": True,
+                            "description": "input: a text sent to a model; output: a model's answer. "
+                                           "Only the policy rules whose applies_to names it run.",
+                        },
                         "metadata": {
                             "type": "object",
                             "maxProperties": 16,
@@ -131,6 +174,34 @@ def openapi_spec() -> dict[str, Any]:
                             "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
                         },
                         "redacted_text": {"type": "string", "nullable": True},
+                    },
+                },
+                "GuardrailRequest": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "required": ["input_type"],
+                    "properties": {
+                        "input_type": {"type": "string", "enum": ["request", "response"]},
+                        "texts": {"type": "array", "items": {"type": "string"}, "nullable": True, "maxItems": 4096},
+                        "model": {"type": "string", "nullable": True, "maxLength": 256},
+                        "litellm_call_id": {"type": "string", "nullable": True},
+                        "litellm_trace_id": {"type": "string", "nullable": True},
+                        "request_data": {"type": "object"},
+                        "structured_messages": {"type": "array", "nullable": True, "items": {"type": "object"}},
+                        "additional_provider_specific_params": {
+                            "type": "object", "nullable": True,
+                            "properties": {"operation": {"type": "string", "description": "default: chat"}},
+                        },
+                    },
+                },
+                "GuardrailResponse": {
+                    "type": "object",
+                    "required": ["action", "blocked_reason", "texts"],
+                    "properties": {
+                        "action": {"type": "string", "enum": ["BLOCKED", "GUARDRAIL_INTERVENED", "NONE"]},
+                        "blocked_reason": {"type": "string", "nullable": True},
+                        "texts": {"type": "array", "items": {"type": "string"}, "nullable": True,
+                                  "description": "one per request text, when a rule redacted any"},
                     },
                 },
                 "Error": {

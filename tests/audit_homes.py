@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from daemon.decisionlog import SqliteDecisionStore
+from daemon.storage.records import VALUE_FIELDS, Fingerprinter, RecordBuilder
+from daemon.storage.sqlite_decisions import SqliteDecisionStore
 
 
 def record(i: int, t: float | None = None, **over: Any) -> dict[str, Any]:
@@ -21,16 +22,19 @@ def record(i: int, t: float | None = None, **over: Any) -> dict[str, Any]:
         "key_id": "aaaaaaaaaaaa" if i % 2 else "bbbbbbbbbbbb",
         "model": "gpt-4o" if i % 3 else "claude-3",
         "operation": "chat",
+        "direction": "input",
         "decision": "block" if block else "allow",
         "rules": json.dumps(["pii.credit_card"] if block else []),
         "reasons": json.dumps([{"rule": "pii.credit_card", "detector": "credit_card", "action": "block",
                                 "message": "credit card number", "start": 3, "end": 19}] if block else []),
         "input_length": 20,
-        "input_sha256": hashlib.sha256(str(i).encode()).hexdigest(),
+        "input_fingerprint": hashlib.sha256(str(i).encode()).hexdigest(),
         "input": f"my [credit_card] {i}" if block else f"hello {i}",
         "latency_ms": float(i % 100) / 10,
         "policy_name": "default",
         "policy_version": "abc123",
+        "rate_limit": "ok",
+        "metadata": None,
         "kind": "decision",
     }
     rec.update(over)
@@ -45,17 +49,17 @@ def records(n: int, start: int = 0, t0: float | None = None, step: float = 1.0) 
 
 
 def write_decisions(db: Path, recs: Iterator[dict[str, Any]] | list[dict[str, Any]], batch: int = 5000) -> None:
-    """Append records to the hash chain in batches."""
-    store = SqliteDecisionStore(db)
-    store.open()
+    """Append records to one writer's hash chain in batches."""
+    store = SqliteDecisionStore(db, "test/w0", RecordBuilder(Fingerprinter(b"t" * 32)))
+    store.open_sync()
     try:
-        buf: list[dict[str, Any]] = []
+        buf: list[tuple[Any, ...]] = []
         for r in recs:
-            buf.append(r)
+            buf.append(tuple(r[f] for f in VALUE_FIELDS))
             if len(buf) >= batch:
-                store.append(buf)
+                store.append_values(buf)
                 buf = []
         if buf:
-            store.append(buf)
+            store.append_values(buf)
     finally:
-        store.close()
+        store.close_sync()

@@ -110,10 +110,13 @@ class DaemonProc:
 
 
 @contextlib.contextmanager
-def running_daemon(home: Path, *extra: str, wait: float = 20, **env: str) -> Iterator[DaemonProc]:
-    """Start ``aigov serve`` under ``home`` on a free port, wait for /healthz, stop it (SIGTERM) after."""
+def running_daemon(
+    home: Path, *extra: str, wait: float = 20, port: int | None = None, **env: str
+) -> Iterator[DaemonProc]:
+    """Start ``aigov serve`` under ``home`` on ``port`` (default: a free one), wait for /healthz,
+    stop it (SIGTERM) after."""
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = home / f"serve-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from daemon.app import SERVICE, create_app
 from daemon.config import Config, load_config
 from daemon.keyadmin import create, with_store
+from daemon.storage.sqlite_decisions import SqliteDecisionStore
 
 BODY = {"model": "gpt-4o", "operation": "chat", "input_text": "What is the capital of France?"}
 Client = TestClient  # type: ignore[type-arg]
@@ -57,7 +58,7 @@ async def post(client: Client, token: str | None, body: Any, ctype: str = "appli
 
 
 async def refresh(client: Client) -> None:
-    await client.app[SERVICE].refresh_keys()
+    await client.app[SERVICE].auth.refresh()
 
 
 async def expect_error(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -119,13 +120,13 @@ async def test_a_key_created_while_running_works_at_once(home: Path, aiohttp_cli
     cfg = load_config({"key_refresh_interval": 60.0})
     client = await aiohttp_client(create_app(cfg))
     svc = client.app[SERVICE]
-    looks = svc.key_looks
+    looks = svc.auth.key_looks
     _, token = await make_key(cfg)
     r = await post(client, token, BODY)
     assert r.status == 200, await r.text()
-    assert svc.key_looks == looks + 1
+    assert svc.auth.key_looks == looks + 1
     assert (await post(client, token, BODY)).status == 200
-    assert svc.key_looks == looks + 1  # known now: no further look
+    assert svc.auth.key_looks == looks + 1  # known now: no further look
 
 
 async def test_made_up_key_ids_share_a_few_looks_at_the_key_table(home: Path, aiohttp_client: MakeClient) -> None:
@@ -134,12 +135,12 @@ async def test_made_up_key_ids_share_a_few_looks_at_the_key_table(home: Path, ai
     cfg = load_config({"key_refresh_interval": 60.0})
     client = await aiohttp_client(create_app(cfg))
     svc = client.app[SERVICE]
-    looks = svc.key_looks
+    looks = svc.auth.key_looks
     made_up = [tokens.make_token(tokens.new_key_id(), tokens.new_secret()) for _ in range(50)]
     answers = await asyncio.gather(*(post(client, t, BODY) for t in made_up))
     assert [a.status for a in answers] == [401] * 50
     # One look that began before some of them arrived, one after: never one per request.
-    assert 1 <= svc.key_looks - looks <= 3
+    assert 1 <= svc.auth.key_looks - looks <= 3
     assert svc.stats.auth_failures.get("unknown") == 50
 
 
@@ -179,14 +180,14 @@ async def test_a_failed_key_look_answers_401_and_the_next_one_recovers(
     client = await aiohttp_client(create_app(cfg))
     svc = client.app[SERVICE]
     _, token = await make_key(cfg)
-    real = svc.refresh_keys
+    real = svc.auth.refresh
 
     async def broken() -> None:
         raise OSError("database is locked")
 
-    monkeypatch.setattr(svc, "refresh_keys", broken)
+    monkeypatch.setattr(svc.auth, "refresh", broken)
     await expect_error(await post(client, token, BODY), 401, "unauthorized")
-    monkeypatch.setattr(svc, "refresh_keys", real)
+    monkeypatch.setattr(svc.auth, "refresh", real)
     assert (await post(client, token, BODY)).status == 200
 
 
@@ -391,14 +392,16 @@ async def test_503_when_decision_log_stays_full(cfg: Config, client: Client, tok
     svc.dlog.enqueue_timeout = 0.05
     # Park the writer on a "slow disk" so that nothing drains the queue.
     release, entered = threading.Event(), threading.Event()
-    real = svc.dlog.store.write_batches
+    store = svc.dlog.store
+    assert isinstance(store, SqliteDecisionStore)
+    real = store.write_sync
 
-    def slow(batches: Any) -> int:
+    def slow(batch: Any) -> None:
         entered.set()
         release.wait(30)
-        return real(batches)  # type: ignore[no-any-return]
+        real(batch)
 
-    svc.dlog.store.write_batches = slow  # type: ignore[method-assign]
+    store.write_sync = slow  # type: ignore[method-assign]
     try:
         svc.dlog.offer(svc_entry())
         await asyncio.to_thread(entered.wait, 10)
@@ -417,9 +420,9 @@ async def test_503_when_decision_log_stays_full(cfg: Config, client: Client, tok
 
 
 def svc_entry() -> Any:
-    from daemon.decisionlog import Entry
+    from daemon.storage.records import Entry
 
-    return Entry(0.0, "fill", "k", "m", "o", "allow", (), (), "", 0.0, "default", "v")
+    return Entry(0.0, "fill", "k", "m", "o", "input", "allow", (), (), "", 0.0, "default", "v", "ok", None)
 
 
 async def test_unknown_path_404_json(client: Client) -> None:

@@ -145,22 +145,25 @@ def test_deleted_first_decision_is_found(good: Path) -> None:
 
 
 def test_inserted_decision_is_critical(good: Path) -> None:
-    from daemon.decisionlog import FIELDS, chain_hash
+    from daemon.storage.records import ROW_FIELDS, STORED_FIELDS, record_hash
 
     with db(good) as c:
-        # Make room at id 5 and insert a forged record that links correctly to record 4.
-        c.execute("UPDATE decisions SET id = id + 1000 WHERE id >= 5")
-        c.execute("UPDATE decisions SET id = id - 999 WHERE id >= 1005")
-        prev = c.execute("SELECT hash FROM decisions WHERE id = 4").fetchone()[0]
-        forged = dict(zip(FIELDS, c.execute(f"SELECT {', '.join(FIELDS)} FROM decisions WHERE id = 6").fetchone(),
-                          strict=True))
-        forged.update(id=5, request_id="forged", decision="allow")
-        c.execute(f"INSERT INTO decisions ({', '.join(FIELDS)}, prev_hash, hash) VALUES "
-                  f"({', '.join('?' for _ in FIELDS)}, ?, ?)",
-                  (*(forged[k] for k in FIELDS), prev, chain_hash(prev, forged)))
+        # Make room at seq 5 and insert a forged record that links correctly to record 4.
+        c.execute("UPDATE decisions SET seq = seq + 1000 WHERE seq >= 5")
+        c.execute("UPDATE decisions SET seq = seq - 999 WHERE seq >= 1005")
+        c.execute("UPDATE chains SET head_seq = head_seq + 1")
+        prev = c.execute("SELECT hash FROM decisions WHERE seq = 4").fetchone()[0]
+        forged = dict(zip(ROW_FIELDS, c.execute(f"SELECT {', '.join(ROW_FIELDS)} FROM decisions WHERE seq = 6")
+                          .fetchone(), strict=True))
+        forged.update(seq=5, request_id="forged", decision="allow", prev_hash=prev)
+        forged["hash"] = record_hash(forged)
+        marks = ", ".join("?" for _ in STORED_FIELDS)
+        c.execute(f"INSERT INTO decisions ({', '.join(STORED_FIELDS)}) VALUES ({marks})",
+                  tuple(forged[k] for k in STORED_FIELDS))
+        next_id = c.execute("SELECT id FROM decisions WHERE seq = 6").fetchone()[0]
     code, rep = audit(good, AIGOV_BCRYPT_COST="12")
     f = finding(rep, "AG501")
-    assert f["severity"] == "critical" and "id 6" in f["evidence"]
+    assert f["severity"] == "critical" and f"id {next_id}" in f["evidence"]
     assert code == 1
 
 
@@ -186,7 +189,8 @@ def test_monitor_mode_policy(good: Path) -> None:
 def test_detector_switched_off(good: Path) -> None:
     p = good / "policy.toml"
     text = p.read_text()
-    block = '[[policies.default.rules]]\nid = "secrets.jwt"\ndetector = "jwt"\naction = "block"\n'
+    block = ('[[policies.default.rules]]\nid = "secrets.jwt"\ndetector = "jwt"\naction = "block"\n'
+             'applies_to = ["input", "output"]\n')
     assert block in text
     p.write_text(text.replace(block, ""))
     code, rep = audit(good, AIGOV_BCRYPT_COST="12")
@@ -208,7 +212,7 @@ def test_log_inputs_full_and_public_bind(good: Path) -> None:
     _, rep = audit(good, AIGOV_BCRYPT_COST="12")
     assert finding(rep, "AG403")["severity"] == "high"
     bind = finding(rep, "AG201")
-    assert bind["severity"] == "high" and "0.0.0.0" in bind["evidence"]
+    assert bind["severity"] == "medium" and "0.0.0.0" in bind["evidence"] and "tls_cert" in bind["remediation"]
 
 
 def test_low_bcrypt_cost_in_config_and_hashes(good: Path) -> None:
@@ -247,10 +251,13 @@ def test_revoked_keys_are_not_reported(good: Path) -> None:
 
 def test_old_schema_version(good: Path) -> None:
     with db(good) as c:
-        c.execute("DELETE FROM schema_migrations WHERE version = 2")
+        c.execute("DELETE FROM schema_migrations WHERE version = 3")
     _, rep = audit(good, AIGOV_BCRYPT_COST="12")
     f = finding(rep, "AG603")
-    assert "schema version 1" in f["evidence"] and f["severity"] == "medium"
+    assert "schema version 2" in f["evidence"] and f["severity"] == "medium"
+    assert "aigov db upgrade" in f["remediation"]
+    with db(good) as c:  # the audit reports; it does not migrate
+        assert c.execute("SELECT MAX(version) FROM schema_migrations").fetchone() == (2,)
 
 
 def test_corrupt_database(good: Path) -> None:

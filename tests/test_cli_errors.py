@@ -44,8 +44,6 @@ def one_line(err: str) -> str:
         (["keys", "list", "--al"], "keys list: no such option --al (did you mean --all or --help?)"),
         (["--bogus"], "no such option --bogus (it takes --help, --home, --version)"),
         (["keys", "nope"], "keys: no such command 'nope' (commands: create, list, show, revoke, rotate, update)"),
-        (["nope"], "no such command 'nope' (commands: init, serve, stop, status, loadtest, audit, keys, policy, "
-                   "logs, dashboard)"),
         (["keys", "show", "a", "b"], "keys show: unexpected argument 'b' (see aigov keys show --help)"),
     ],
 )
@@ -53,6 +51,14 @@ def test_usage_and_option_errors_are_one_line(home: Path, args: list[str], expec
     code, out, err = run_main(args)
     assert (code, out) == (2, "")
     assert one_line(err) == expected
+
+
+def test_an_unknown_command_lists_the_commands(home: Path) -> None:
+    code, _, err = run_main(["nope"])
+    line = one_line(err)
+    assert code == 2 and line.startswith("no such command 'nope' (commands: init, serve, stop, status, ")
+    names = line.split("(commands: ", 1)[1].rstrip(")").split(", ")
+    assert {"keys", "policy", "logs", "loadtest", "audit", "dashboard"} <= set(names)
 
 
 def test_the_real_command_prints_the_same_line(home: Path) -> None:

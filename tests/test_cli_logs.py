@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from aigov_cli.logs.query import Filter, connect_ro, parse_time
+from aigov_cli.logs.query import Filter, parse_time
+from daemon.storage.sqlite_decisions import SqliteDecisionReader, where
 from tests.audit_homes import records, write_decisions
 from tests.daemon_proc import AIGOV, cli, create_key, env_for, running_daemon
 
@@ -42,7 +43,8 @@ def test_json_lines_fields_and_default_order(logged: Path) -> None:
     assert [r["request_id"] for r in rows] == [f"req-{i:07d}" for i in range(N - 5, N)]
     r = rows[-1]
     for k in ("request_id", "time", "key_id", "model", "operation", "decision", "rules", "reasons",
-              "input_length", "input_sha256", "latency_ms", "policy_name", "policy_version"):
+              "input_length", "input_fingerprint", "latency_ms", "direction", "rate_limit", "metadata",
+              "policy_name", "policy_version"):
         assert k in r
     assert isinstance(r["rules"], list) and isinstance(r["reasons"], list)
     assert r["time"].endswith("Z")
@@ -52,14 +54,10 @@ def test_json_lines_fields_and_default_order(logged: Path) -> None:
 
 def select(home: Path, **kw: Any) -> list[dict[str, Any]]:
     """The library query behind ``aigov logs --limit 0``."""
-    from aigov_cli.logs.query import iter_decisions, public
+    from aigov_cli.logs.query import public
 
-    conn = connect_ro(home / "aigov.db")
-    assert conn is not None
-    try:
-        return [public(r) for r in iter_decisions(conn, Filter(**kw), page=7)]
-    finally:
-        conn.close()
+    with SqliteDecisionReader(home / "aigov.db") as reader:
+        return [public(r) for r in reader.iter_decisions(Filter(**kw), page=7)]
 
 
 def test_filters_through_the_cli(logged: Path) -> None:
@@ -79,16 +77,13 @@ def test_request_id_finds_one_decision(logged: Path) -> None:
     assert [r["request_id"] for r in select(logged, request_id="req-0000012", decision="block")] == ["req-0000012"]
     assert select(logged, request_id="req-0000013", decision="block") == []
     # Found through the index, not a scan of the table.
-    conn = connect_ro(logged / "aigov.db")
-    assert conn is not None
-    try:
-        where, params = Filter(request_id="req-0000007").where()
-        plan = " ".join(r[3] for r in conn.execute(
-            f"EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE id <= ? AND {where} ORDER BY id DESC LIMIT 5",
+    with SqliteDecisionReader(logged / "aigov.db") as reader:
+        assert reader.conn is not None
+        cond, params = where(Filter(request_id="req-0000007"))
+        plan = " ".join(r[3] for r in reader.conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE id <= ? AND {cond} ORDER BY id DESC LIMIT 5",
             (10**9, *params)))
         assert "decisions_request_id" in plan, plan
-    finally:
-        conn.close()
 
 
 def test_filters(logged: Path) -> None:
@@ -165,7 +160,7 @@ def test_export_jsonl_and_csv(logged: Path, tmp_path: Path) -> None:
 
 
 def test_prune_keeps_chain_valid(logged: Path) -> None:
-    from daemon.decisionlog import verify_chain
+    from daemon.storage.sqlite_decisions import SqliteDecisionReader
 
     assert cli(logged, "logs", "prune").returncode == 2  # neither --older-than nor log_retention_days
     (logged / "config.toml").write_text("log_retention_days = 1\n")
@@ -175,10 +170,8 @@ def test_prune_keeps_chain_valid(logged: Path) -> None:
     assert r.returncode == 0, r.stderr
     deleted = json.loads(r.stdout)["deleted"]
     assert 15 <= deleted <= 25
-    conn = connect_ro(logged / "aigov.db")
-    assert conn is not None
-    assert verify_chain(conn).ok
-    conn.close()
+    with SqliteDecisionReader(logged / "aigov.db") as reader:
+        assert all(r.ok for r in reader.verify_chains())
     assert len(jsonl(logged, "--limit", "0")) == N - deleted  # the checkpoint record is not a decision
 
 
@@ -235,8 +228,9 @@ def test_follow_library_emits_new_rows_only(logged: Path) -> None:
         if ticks["n"] == 1:
             write_decisions(logged / "aigov.db", list(records(3, start=N)))
 
-    follow(logged / "aigov.db", Filter(decision="allow"), lambda r: got.append(r["request_id"]),
-           stop=lambda: ticks["n"] >= 2, sleep=sleep)
+    with SqliteDecisionReader(logged / "aigov.db") as reader:
+        follow(reader, Filter(decision="allow"), lambda r: got.append(r["request_id"]),
+               stop=lambda: ticks["n"] >= 2, sleep=sleep)
     assert got == [f"req-{i:07d}" for i in range(N, N + 3) if i % 4]
 
 

@@ -42,7 +42,7 @@ def test_choices_come_from_the_app() -> None:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 @pytest.mark.parametrize(("words", "want"), [
-    ("aigov ''", "audit dashboard init keys"),
+    ("aigov ''", "audit dashboard db init keys"),
     ("aigov lo", "loadtest logs"),
     ("aigov logs --since 1h ''", "export prune stats"),
     ("aigov --home /tmp/x keys cr", "create"),

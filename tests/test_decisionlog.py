@@ -1,41 +1,43 @@
-"""The batch writer (flush by size, by interval, on shutdown) and the hash chain."""
+"""The batch writer (flush by size, by interval, on shutdown, failures) and the hash chains."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from daemon.decisionlog import (
-    DecisionLog,
-    Entry,
-    QueueFull,
-    SqliteDecisionStore,
-    prune,
-    stored_input,
-    verify_chain,
-)
+from daemon.decisionlog import DecisionLog, QueueFull
 from daemon.policy.model import Reason
-from daemon.storage.db import WalCheckpointer
+from daemon.storage.records import Entry, Fingerprinter, RecordBuilder, stored_input
+from daemon.storage.sqlite_db import WalCheckpointer
+from daemon.storage.sqlite_decisions import SqliteDecisionReader, SqliteDecisionStore
+
+BUILDER = RecordBuilder(Fingerprinter(b"k" * 32))
+
+
+def make_store(path: Path, chain: str = "test/w0", log_inputs: str = "redacted") -> SqliteDecisionStore:
+    return SqliteDecisionStore(path, chain, RecordBuilder(Fingerprinter(b"k" * 32), log_inputs))
 
 
 class RecordingStore(SqliteDecisionStore):
     """The real store, remembering the size of each transaction."""
 
-    def __init__(self, path: Path, log_inputs: str = "redacted") -> None:
-        super().__init__(path, log_inputs)
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "test/w0", BUILDER)
         self.batches: list[int] = []
 
-    def write_batches(self, batches):  # type: ignore[no-untyped-def]
-        self.batches.extend(len(b) for b in batches)
-        return super().write_batches(batches)
+    def write_sync(self, batch: Sequence[Entry]) -> None:
+        self.batches.append(len(batch))
+        super().write_sync(batch)
 
 
 def entry(i: int, text: str = "hello", reasons: tuple[Reason, ...] = ()) -> Entry:
-    return Entry(1000.0 + i, f"req-{i}", "key", "gpt-4o", "chat", "allow", (), reasons, text, 0.5, "default", "v1")
+    return Entry(1000.0 + i, f"req-{i}", "key", "gpt-4o", "chat", "input", "allow", (), reasons, text, 0.5,
+                 "default", "v1", "ok", None)
 
 
 def rows(path: Path) -> list[tuple[str, str | None]]:
@@ -108,7 +110,7 @@ async def test_flush_on_shutdown_writes_everything(tmp_path: Path) -> None:
 
 
 async def test_full_queue_raises_after_bounded_wait(tmp_path: Path) -> None:
-    log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=2, enqueue_timeout=0.05)
+    log = DecisionLog(make_store(tmp_path / "d.db"), max_queue=2, enqueue_timeout=0.05)
     # Writer not started: nothing drains the queue.
     assert log.offer(entry(1)) and log.offer(entry(2))
     assert not log.offer(entry(3))
@@ -124,48 +126,221 @@ def test_log_inputs_modes() -> None:
     assert stored_input(text, r, "redacted") == "write [REDACTED:email] now"
 
 
-def _store_with(tmp_path: Path, n: int) -> sqlite3.Connection:
-    store = SqliteDecisionStore(tmp_path / "c.db")
-    store.open()
-    store.write_batches([[entry(i) for i in range(n)]])
+def _store_with(tmp_path: Path, n: int) -> tuple[sqlite3.Connection, SqliteDecisionReader]:
+    store = make_store(tmp_path / "c.db")
+    store.open_sync()
+    store.write_sync([entry(i) for i in range(n)])
     assert store.conn is not None
-    return store.conn
+    return store.conn, SqliteDecisionReader(tmp_path / "c.db")
+
+
+def only(reader: SqliteDecisionReader | Path):  # type: ignore[no-untyped-def]
+    """The one chain's report (a reader given as a path is opened and closed here)."""
+    if isinstance(reader, Path):
+        with SqliteDecisionReader(reader) as r:
+            return only(r)  # type: ignore[arg-type]
+    reports = reader.verify_chains()
+    assert len(reports) == 1, reports
+    return reports[0]
 
 
 def test_chain_verifies(tmp_path: Path) -> None:
-    conn = _store_with(tmp_path, 20)
-    assert verify_chain(conn).ok and verify_chain(conn).records == 20
+    _, reader = _store_with(tmp_path, 20)
+    rep = only(reader)
+    assert rep.ok and rep.records == 20 and rep.chain == "test/w0"
 
 
 def test_edited_record_breaks_chain(tmp_path: Path) -> None:
-    conn = _store_with(tmp_path, 20)
+    conn, reader = _store_with(tmp_path, 20)
     conn.execute("UPDATE decisions SET decision = 'block' WHERE id = 7")
-    rep = verify_chain(conn)
+    rep = only(reader)
     assert not rep.ok and rep.first_bad_id == 7 and "edited" in (rep.problem or "")
 
 
+def test_edited_record_with_its_own_hash_recomputed_breaks_the_link(tmp_path: Path) -> None:
+    # Whoever edits a record and recomputes its hash still breaks the next record's link.
+    from daemon.storage.records import ROW_FIELDS, record_hash
+
+    conn, reader = _store_with(tmp_path, 20)
+    conn.execute("UPDATE decisions SET decision = 'block' WHERE id = 7")
+    row = dict(zip(ROW_FIELDS, conn.execute(f"SELECT {', '.join(ROW_FIELDS)} FROM decisions WHERE id = 7")
+                   .fetchone(), strict=True))
+    conn.execute("UPDATE decisions SET hash = ? WHERE id = 7", (record_hash(row),))
+    rep = only(reader)
+    assert not rep.ok and rep.first_bad_id == 8 and "link" in (rep.problem or "")
+
+
 def test_deleted_record_breaks_chain(tmp_path: Path) -> None:
-    conn = _store_with(tmp_path, 20)
+    conn, reader = _store_with(tmp_path, 20)
     conn.execute("DELETE FROM decisions WHERE id = 11")
-    rep = verify_chain(conn)
-    assert not rep.ok and rep.first_bad_id in (11, 12)
+    rep = only(reader)
+    assert not rep.ok and rep.first_bad_id == 12 and "missing" in (rep.problem or "")
+
+
+def test_reordered_records_break_chain(tmp_path: Path) -> None:
+    conn, reader = _store_with(tmp_path, 20)
+    # Swap the places of records 5 and 6 in the chain.
+    conn.execute("UPDATE decisions SET seq = -1 WHERE seq = 5")
+    conn.execute("UPDATE decisions SET seq = 5 WHERE seq = 6")
+    conn.execute("UPDATE decisions SET seq = 6 WHERE seq = -1")
+    rep = only(reader)
+    assert not rep.ok and rep.first_bad_id == 6
+
+
+def test_inserted_record_breaks_chain(tmp_path: Path) -> None:
+    from daemon.storage.records import STORED_FIELDS
+
+    conn, reader = _store_with(tmp_path, 20)
+    # A forged record after seq 10 (a copy of it): the records after it move up by one, the head too.
+    conn.execute("UPDATE decisions SET seq = seq + 1000 WHERE seq > 10")
+    conn.execute("UPDATE decisions SET seq = seq - 999 WHERE seq > 1000")
+    cols = ", ".join(STORED_FIELDS)
+    copied = cols.replace("seq", "11")
+    conn.execute(f"INSERT INTO decisions ({cols}) SELECT {copied} FROM decisions WHERE seq = 10")
+    conn.execute("UPDATE chains SET head_seq = head_seq + 1")
+    forged = conn.execute("SELECT id FROM decisions WHERE seq = 11").fetchone()[0]
+    rep = only(reader)
+    assert not rep.ok and rep.first_bad_id == forged, rep
+
+
+def test_deleted_tail_breaks_chain(tmp_path: Path) -> None:
+    conn, reader = _store_with(tmp_path, 20)
+    conn.execute("DELETE FROM decisions WHERE seq > 17")
+    rep = only(reader)
+    assert not rep.ok and "newest 3 record(s) were deleted" in (rep.problem or "")
 
 
 def test_deleted_head_without_checkpoint_breaks_chain(tmp_path: Path) -> None:
-    conn = _store_with(tmp_path, 10)
+    conn, reader = _store_with(tmp_path, 10)
     conn.execute("DELETE FROM decisions WHERE id <= 3")
-    rep = verify_chain(conn)
-    assert not rep.ok and rep.first_bad_id == 4
+    rep = only(reader)
+    assert not rep.ok and rep.first_bad_id == 4 and "without a checkpoint" in (rep.problem or "")
+
+
+def test_records_of_an_unregistered_chain_are_reported(tmp_path: Path) -> None:
+    conn, reader = _store_with(tmp_path, 5)
+    conn.execute("UPDATE decisions SET chain = 'forged' WHERE seq = 5")
+    reports = {r.chain: r for r in reader.verify_chains()}
+    assert not reports["forged"].ok and "not registered" in (reports["forged"].problem or "")
+    assert not reports["test/w0"].ok  # and its own chain lost its head
 
 
 def test_prune_with_checkpoint_still_verifies(tmp_path: Path) -> None:
-    conn = _store_with(tmp_path, 30)
-    deleted = prune(conn, before=1000.0 + 10)  # entries 0..9 are older
+    conn, reader = _store_with(tmp_path, 30)
+    deleted = reader.prune(before=1000.0 + 10)  # entries 0..9 are older
     assert deleted == 10
-    rep = verify_chain(conn)
+    rep = only(reader)
     assert rep.ok, rep
     kinds = [k for (k,) in conn.execute("SELECT kind FROM decisions ORDER BY id")]
     assert kinds[-1] == "checkpoint" and kinds.count("decision") == 20
+    # Pruning again later (everything old now) still leaves a chain that verifies.
+    assert reader.prune(before=1e12) == 20  # every decision; the two checkpoints stay
+    rep = only(reader)
+    assert rep.ok and rep.records == 2, rep
+
+
+def test_an_interrupted_prune_still_verifies(tmp_path: Path) -> None:
+    # A prune writes its checkpoint first, then deletes the old records in batches: stopped between
+    # two batches, it leaves some of the records its checkpoint covers, and the chain still verifies.
+    from daemon.storage.records import checkpoint_values
+    from daemon.storage.sqlite_decisions import append_chained
+
+    conn, reader = _store_with(tmp_path, 30)
+    last_pruned = conn.execute("SELECT hash FROM decisions WHERE seq = 20").fetchone()[0]
+    conn.execute("BEGIN IMMEDIATE")
+    append_chained(conn, "test/w0", [checkpoint_values(2000.0, "test/w0", 21, last_pruned, 20)])
+    conn.execute("COMMIT")
+    conn.execute("DELETE FROM decisions WHERE seq <= 5")  # the first batch, of four
+    assert only(reader).ok, only(reader)
+    # Records the checkpoint does not cover are still missed when deleted.
+    conn.execute("DELETE FROM decisions WHERE seq BETWEEN 22 AND 23")
+    rep = only(reader)
+    assert not rep.ok and "missing" in (rep.problem or "")
+
+
+def test_two_writers_keep_two_chains_in_one_file(tmp_path: Path) -> None:
+    a, b = make_store(tmp_path / "m.db", "host/w0"), make_store(tmp_path / "m.db", "host/w1")
+    a.open_sync()
+    b.open_sync()
+    for i in range(10):
+        (a if i % 2 else b).write_sync([entry(i * 10 + j) for j in range(7)])
+    reports = {r.chain: r for r in SqliteDecisionReader(tmp_path / "m.db").verify_chains()}
+    assert set(reports) == {"host/w0", "host/w1"}
+    assert all(r.ok and r.records == 35 for r in reports.values()), reports
+    a.close_sync()
+    b.close_sync()
+
+
+def test_records_written_before_chains_had_names_still_verify(tmp_path: Path) -> None:
+    """A database of schema 2 (one chain, format 1) migrates, verifies, and gets new chains beside it."""
+    import hashlib
+    import json as _json
+
+    from daemon.storage import sqlite_db
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    sqlite_db.migrate(conn, sqlite_db.MIGRATIONS[:2])
+    prev = "0" * 64
+    for i in range(1, 6):
+        vals = [i, 1000.0 + i, f"r{i}", "k", "m", "chat", "allow", "[]", "[]", 5, "ab" * 32, None, 0.5, "default",
+                "v", "decision"]
+        h = hashlib.sha256((prev + _json.dumps(vals, separators=(",", ":"))).encode()).hexdigest()
+        conn.execute("INSERT INTO decisions (id, time, request_id, key_id, model, operation, decision, rules, "
+                     "reasons, input_length, input_sha256, input, latency_ms, policy_name, policy_version, kind, "
+                     "prev_hash, hash) VALUES (" + ",".join("?" * 18) + ")", (*vals, prev, h))
+        prev = h
+    conn.close()
+    store = make_store(path)
+    store.open_sync()  # migrates to the current schema
+    store.write_sync([entry(i) for i in range(3)])
+    reports = {r.chain: r for r in SqliteDecisionReader(path).verify_chains()}
+    assert reports["legacy"].ok and reports["legacy"].records == 5, reports
+    assert reports["test/w0"].ok and reports["test/w0"].records == 3
+    # An old record edited is still caught.
+    store.conn.execute("UPDATE decisions SET model = 'x' WHERE id = 3")  # type: ignore[union-attr]
+    assert not {r.chain: r for r in SqliteDecisionReader(path).verify_chains()}["legacy"].ok
+    store.close_sync()
+
+
+def test_fingerprints_are_keyed_and_comparable() -> None:
+    a, b = Fingerprinter(b"a" * 32), Fingerprinter(b"b" * 32)
+    assert a("4111111111111111") == a("4111111111111111")  # equal inputs compare within a deployment
+    assert a("4111111111111111") != b("4111111111111111")  # and cannot be brute-forced without the secret
+    import hashlib
+    import hmac
+
+    assert a("x") != hashlib.sha256(b"x").hexdigest()
+    for secret in (b"a" * 32, b"k" * 16, b"long" * 40):  # the standard construction, key sizes included
+        for text in ("", "x", "héllo \ud800 wörld", "y" * 10_000):
+            want = hmac.new(secret, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+            assert Fingerprinter(secret)(text) == want
+
+
+def test_fingerprint_secret_is_created_private_and_reused(tmp_path: Path) -> None:
+    import os
+
+    from daemon.errors import ConfigError
+    from daemon.storage.records import load_or_create_secret
+
+    path = tmp_path / "d" / "fingerprint.key"
+    s1 = load_or_create_secret(path)
+    assert len(s1) == 32 and os.stat(path).st_mode & 0o777 == 0o600
+    assert load_or_create_secret(path) == s1
+    path.write_text("not hex")
+    with pytest.raises(ConfigError, match="not 16 or more bytes of hex"):
+        load_or_create_secret(path)
+
+
+def test_metadata_and_direction_are_recorded(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "md.db")
+    store.open_sync()
+    e = entry(1)._replace(metadata={"source": "audit", "n": 3}, direction="output", rate_limit="unavailable")
+    store.write_sync([e])
+    got = store.conn.execute("SELECT metadata, direction, rate_limit FROM decisions").fetchone()  # type: ignore[union-attr]
+    assert got == ('{"n":3,"source":"audit"}', "output", "unavailable")
+    assert only(tmp_path / "md.db").ok
+    store.close_sync()
 
 
 def test_redacted_log_labels_custom_rules_by_rule_id() -> None:
@@ -177,22 +352,22 @@ def test_redacted_log_labels_custom_rules_by_rule_id() -> None:
 def test_batches_of_any_size_keep_order_and_chain(tmp_path: Path, sizes: list[int]) -> None:
     # Batches are written as multi-row INSERTs in power-of-two chunks (at most 64 rows each):
     # every size, including ones that span several chunks, must keep ids, order and the chain.
-    store = SqliteDecisionStore(tmp_path / "d.db")
-    store.open()
+    store = make_store(tmp_path / "d.db")
+    store.open_sync()
     n = 0
     for size in sizes:
-        store.write_batches([[entry(n + i) for i in range(size)]])
+        store.write_sync([entry(n + i) for i in range(size)])
         n += size
     assert store.conn is not None
-    got = store.conn.execute("SELECT id, request_id FROM decisions ORDER BY id").fetchall()
+    got = store.conn.execute("SELECT seq, request_id FROM decisions ORDER BY id").fetchall()
     assert got == [(i + 1, f"req-{i}") for i in range(n)]
-    rep = verify_chain(store.conn)
+    rep = only(tmp_path / "d.db")
     assert rep.ok and rep.records == n, rep
-    store.close()
+    store.close_sync()
 
 
 async def test_put_waits_for_room_then_enqueues(tmp_path: Path) -> None:
-    log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=2, enqueue_timeout=5.0)
+    log = DecisionLog(make_store(tmp_path / "d.db"), max_queue=2, enqueue_timeout=5.0)
     assert log.offer(entry(1)) and log.offer(entry(2))
     waiting = asyncio.create_task(log.put(entry(3)))
     await asyncio.sleep(0.05)
@@ -204,7 +379,7 @@ async def test_put_waits_for_room_then_enqueues(tmp_path: Path) -> None:
 
 
 async def test_put_on_a_closing_log_refuses(tmp_path: Path) -> None:
-    log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=1, enqueue_timeout=5.0)
+    log = DecisionLog(make_store(tmp_path / "d.db"), max_queue=1, enqueue_timeout=5.0)
     assert log.offer(entry(1))
     waiting = asyncio.create_task(log.put(entry(2)))
     await asyncio.sleep(0.05)
@@ -225,15 +400,15 @@ def _wal_size(db: Path) -> int:
 def test_checkpoints_run_beside_the_writer_and_keep_the_log_short(tmp_path: Path) -> None:
     """Under steady writes the log is copied in the background and restarted; nothing is lost."""
     db = tmp_path / "w.db"
-    store = SqliteDecisionStore(db)
-    store.open()
+    store = make_store(db)
+    store.open_sync()
     assert store.conn is not None and store.checkpointer is not None
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # none inside a commit
     store.checkpointer.interval = 0.02
     written = 0
     largest_log = 0
     for batch in range(150):
-        store.write_batches([[entry(written + i, "x" * 300) for i in range(100)]])
+        store.write_sync([entry(written + i, "x" * 300) for i in range(100)])
         written += 100
         largest_log = max(largest_log, _wal_size(db))
         if batch % 10 == 0:
@@ -242,9 +417,9 @@ def test_checkpoints_run_beside_the_writer_and_keep_the_log_short(tmp_path: Path
     assert cp.checkpoints >= 2 and cp.catch_ups >= 2 and cp.failures == 0
     # 15,000 records of ~0.7 KB: an unchecked log would pass 20 MB; restarted, it stays a fraction.
     assert largest_log < 8_000_000, largest_log
-    rep = verify_chain(store.conn)
+    rep = only(db)
     assert rep.ok and rep.records == written
-    store.close()
+    store.close_sync()
     assert _wal_size(db) == 0  # the last connection's close checkpoints and removes the log
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM decisions").fetchone() == (written,)
@@ -255,8 +430,8 @@ def test_a_failing_checkpoint_never_fails_a_write(tmp_path: Path, caplog: pytest
     # The background thread cannot open its database: it logs, counts and keeps going.
     lost = WalCheckpointer(tmp_path / "missing" / "x.db", interval=0.01)
     lost.start()
-    store = SqliteDecisionStore(tmp_path / "f.db")
-    store.open()
+    store = make_store(tmp_path / "f.db")
+    store.open_sync()
     assert store.conn is not None
     lost.committed(store.conn)
     deadline = 100
@@ -273,17 +448,69 @@ def test_a_failing_checkpoint_never_fails_a_write(tmp_path: Path, caplog: pytest
     assert lost.failures >= 2
     lost.stop()
     # Meanwhile the store writes on, with its own checkpointer.
-    store.write_batches([[entry(i) for i in range(10)]])
-    assert verify_chain(store.conn).records == 10
-    store.close()
+    store.write_sync([entry(i) for i in range(10)])
+    assert only(tmp_path / "f.db").records == 10
+    store.close_sync()
 
 
 def test_checkpointer_stops_promptly_when_idle(tmp_path: Path) -> None:
-    store = SqliteDecisionStore(tmp_path / "i.db")
-    store.open()  # creates the database
-    store.close()
+    store = make_store(tmp_path / "i.db")
+    store.open_sync()  # creates the database
+    store.close_sync()
     cp = WalCheckpointer(tmp_path / "i.db", interval=30.0)
     cp.start()
     t0 = time.monotonic()
     cp.stop()
     assert time.monotonic() - t0 < 1.0
+
+
+class FlakyStore(SqliteDecisionStore):
+    """The real store behind a switch: while ``failing`` is set, every write raises it first."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "test/w0", BUILDER)
+        self.failing: Exception | None = None
+        self.attempts = 0
+
+    def write_sync(self, batch: Sequence[Entry]) -> None:
+        self.attempts += 1
+        if self.failing is not None:
+            raise self.failing
+        super().write_sync(batch)
+
+
+async def test_any_write_failure_is_counted_logged_once_retried_and_nothing_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(tmp_path / "f.db")
+    errors: list[int] = []
+    log = DecisionLog(store, batch_size=5, flush_interval=3600, retry_delay=0.01, max_retry_delay=0.02,
+                      on_error=lambda: errors.append(1))
+    await log.start()
+    store.failing = RuntimeError("a bug, not a database error")  # not sqlite3.Error: still retried
+    for i in range(5):
+        log.offer(entry(i))
+    assert await wait_until(lambda: len(errors) >= 4)
+    assert not log.healthy and "RuntimeError" in (log.failure or "")
+    assert caplog.text.count("decision log write failed") == 1  # once per kind, not per retry
+    store.failing = sqlite3.OperationalError("disk I/O error")
+    assert await wait_until(lambda: caplog.text.count("decision log write failed") == 2)
+    store.failing = None
+    assert await wait_until(lambda: log.healthy)
+    assert "writes succeed again" in caplog.text
+    await log.close()
+    assert [r for r, _ in rows(tmp_path / "f.db")] == [f"req-{i}" for i in range(5)]
+
+
+async def test_retries_back_off(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "b.db")
+    log = DecisionLog(store, batch_size=1, flush_interval=3600, retry_delay=0.05, max_retry_delay=0.4)
+    await log.start()
+    store.failing = OSError("no space left on device")
+    log.offer(entry(1))
+    await asyncio.sleep(1.0)
+    # 0.05 + 0.1 + 0.2 + 0.4 + 0.4 ... : about 5 attempts in a second, not 20.
+    assert 3 <= store.attempts <= 7, store.attempts
+    store.failing = None
+    await log.close()
+    assert len(rows(tmp_path / "b.db")) == 1

@@ -245,12 +245,14 @@ def test_detach_from_a_directory_holding_another_aigov_cli(home: Path, tmp_path:
 
 
 def test_retention_prunes_at_start_and_chain_still_verifies(home: Path) -> None:
-    from daemon.decisionlog import Entry, SqliteDecisionStore, verify_chain
+    from daemon.storage.records import Entry, Fingerprinter, RecordBuilder
+    from daemon.storage.sqlite_decisions import SqliteDecisionReader, SqliteDecisionStore
 
-    store = SqliteDecisionStore(home / "aigov.db")
-    old = [Entry(1000.0 + i, f"old-{i}", "k", "m", "o", "allow", (), (), "x", 0.1, "default", "v") for i in range(5)]
-    store.write_batches([old])
-    store.close()
+    store = SqliteDecisionStore(home / "aigov.db", "old-host/w0", RecordBuilder(Fingerprinter(b"t" * 32)))
+    old = [Entry(1000.0 + i, f"old-{i}", "k", "m", "o", "input", "allow", (), (), "x", 0.1, "default", "v", "ok",
+                 None) for i in range(5)]
+    store.write_sync(old)
+    store.close_sync()
     (home / "config.toml").write_text("log_retention_days = 1\n")
     key = create_key(home, "ret")
     with running_daemon(home) as d:
@@ -258,12 +260,14 @@ def test_retention_prunes_at_start_and_chain_still_verifies(home: Path) -> None:
         deadline = time.time() + 5
         while time.time() < deadline and "retention: pruned" not in d.output():
             time.sleep(0.05)
-        assert "retention: pruned 4 decisions" in d.output()  # the newest record stays as the chain's tail
+        assert "retention: pruned 5 decisions" in d.output()
+    with SqliteDecisionReader(home / "aigov.db") as reader:
+        reports = reader.verify_chains()
+    assert reports and all(r.ok for r in reports), reports
     conn = sqlite3.connect(home / "aigov.db")
     try:
-        assert verify_chain(conn).ok
-        kinds = [k for (k,) in conn.execute("SELECT kind FROM decisions ORDER BY id")]
-        assert "checkpoint" in kinds
+        kinds = [k for (k,) in conn.execute("SELECT kind FROM decisions WHERE chain = 'old-host/w0'")]
+        assert kinds == ["checkpoint"]
     finally:
         conn.close()
 

@@ -190,7 +190,9 @@ def test_provided_key_and_failing_threshold_exit_1(
         (("--threshold", "p95<fast"), "invalid threshold"),
         (("--duration", "forever"), "invalid --duration"),
         (("--rate", "0"), "--rate"),
-        (("--url", "https://127.0.0.1:1"), "https"),
+        (("--url", "ftp://127.0.0.1:1"), "unsupported URL scheme 'ftp'"),
+        (("--url", "https://127.0.0.1:1", "--ca-file", "/nonexistent/ca.pem"), "--ca-file: cannot read"),
+        (("--url", "http://127.0.0.1:1", "--ca-file", "/nonexistent/ca.pem"), "--ca-file is for an https"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

@@ -30,6 +30,7 @@ id = "pii.email"
 detector = "email"
 action = "redact"
 allow_domains = ["example.com"]      # example.com and its subdomains are never reported
+applies_to = ["input"]               # in what is sent to models (pii.email.answers: in answers)
 
 [[policies.default.rules]]
 id = "pii.phone"
@@ -57,6 +58,13 @@ detector = "aws_access_key"          # no action: "block"
 id = "secrets.generic_secret"
 detector = "generic_secret"
 min_entropy = 3.5
+applies_to = ["input", "output"]     # also in what models answer (the default: both)
+
+[[policies.default.rules]]
+id = "pii.email.answers"
+detector = "email"                   # a second rule for one detector: for the other direction
+action = "block"
+applies_to = ["output"]
 
 [[policies.default.rules]]
 id = "manipulation.prompt_injection"
@@ -106,6 +114,8 @@ def test_readme_example_parses_into_named_policies() -> None:
     by_id = {r.id: r for r in d.rules}
     assert "custom.legacy" not in by_id  # disabled
     assert by_id["pii.email"].options == {"allow_domains": ["example.com"]}
+    assert by_id["pii.email"].applies_to == {"input"} and by_id["pii.email.answers"].applies_to == {"output"}
+    assert by_id["secrets.generic_secret"].applies_to == {"input", "output"}
     assert by_id["pii.phone"].options == {"regions": ["US", "GB"]}
     assert by_id["secrets.aws_access_key"].action is Action.BLOCK
     assert by_id["custom.codename"].kind == "literal" and not by_id["custom.codename"].case_sensitive

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import NotFoundError, StorageError
-from daemon.storage import db as dbmod
-from daemon.storage.keys import SqliteKeyStore
+from daemon.storage import sqlite_db as dbmod
+from daemon.storage.sqlite_keys import SqliteKeyStore
 
 
 def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
@@ -21,7 +21,8 @@ def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
     assert versions == [m.version for m in dbmod.MIGRATIONS]
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     cols = {c[1] for c in conn.execute("PRAGMA table_info(decisions)")}
-    assert {"request_id", "hash", "prev_hash", "kind"} <= cols
+    assert {"request_id", "hash", "prev_hash", "kind", "chain", "seq", "input_fingerprint", "metadata"} <= cols
+    assert "input_sha256" not in cols
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
@@ -58,9 +59,9 @@ def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_keystore_lifecycle_and_change_feed(tmp_path: Path) -> None:
-    db = await dbmod.connect(tmp_path / "k.db")
+    store = SqliteKeyStore(tmp_path / "k.db")
+    await store.open()
     try:
-        store = SqliteKeyStore(db)
         a = await store.create("a", b"hash-a", 10, 60.0, None, "default")
         b = await store.create("b", b"hash-b", 5, 1.0, time.time() + 100, "strict")
         assert (await store.get(a.key_id)) == a
@@ -77,5 +78,31 @@ async def test_keystore_lifecycle_and_change_feed(tmp_path: Path) -> None:
         assert "secret_hash" not in rotated.public()
         with pytest.raises(NotFoundError):
             await store.revoke("zzzzzzzzzzzz", 1.0)
+        seq = max(r.seq for r in await store.changed_since(0))
+        await store.delete(a.key_id)
+        assert await store.get(a.key_id) is None
+        assert a.key_id not in [r.key_id for r in await store.list_all()]
+        gone = await store.changed_since(seq)
+        assert [(r.key_id, r.status()) for r in gone] == [(a.key_id, "revoked")]  # a tombstone in the feed
+        assert gone[0].seq > seq and gone[0].secret_hash == b""
+        newer = await store.update(b.key_id, name="b2")
+        assert newer.seq > gone[0].seq  # change numbers keep growing past tombstones
+        with pytest.raises(NotFoundError):
+            await store.delete(a.key_id)
     finally:
-        await db.close()
+        await store.close()
+
+
+@pytest.mark.parametrize("version", [0, *[m.version for m in dbmod.MIGRATIONS[:-1]]])
+def test_a_database_at_every_earlier_version_migrates(tmp_path: Path, version: int) -> None:
+    path = tmp_path / f"v{version}.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    dbmod.migrate(conn, [m for m in dbmod.MIGRATIONS if m.version <= version])
+    assert dbmod.schema_version(conn) == version
+    conn.close()
+    conn = dbmod.connect_sync(path)
+    assert dbmod.schema_version(conn) == dbmod.SCHEMA_VERSION
+    assert dbmod.pending_versions(conn) == []
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"api_keys", "decisions", "chains", "key_tombstones", "schema_migrations"} <= tables
+    conn.close()

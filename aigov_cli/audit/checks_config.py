@@ -2,43 +2,59 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from aigov_cli.audit.model import AuditContext, Finding, Severity
 
 MIN_BCRYPT_COST = 12
 
 
-def _is_loopback(host: str) -> bool:
-    h = host.strip("[]")
-    if h == "localhost" or h.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind_address(ctx: AuditContext) -> list[Finding]:
-    """The daemon should listen on loopback only (a proxy in front handles the rest)."""
+    """Beyond loopback the daemon must serve HTTPS (tls_cert/tls_key), or sit behind a TLS proxy."""
+    from daemon.tls import is_loopback
+
     hosts = {ctx.config.host}
     info = ctx.daemon_info or {}
     url = info.get("url")
+    plain = {ctx.config.host} if not ctx.config.tls else set()
     if isinstance(url, str) and "://" in url:
-        hosts.add(url.split("://", 1)[1].rsplit(":", 1)[0])
+        scheme, rest = url.split("://", 1)
+        host = rest.rsplit(":", 1)[0]
+        hosts.add(host)
+        if scheme == "http":
+            plain.add(host)
     out = []
-    for host in sorted(hosts):
-        if _is_loopback(host):
+    for host in sorted(hosts & plain):
+        if is_loopback(host):
             continue
         everywhere = host.strip("[]") in ("0.0.0.0", "::", "")
         out.append(Finding(
-            "AG201", "daemon listens beyond loopback", Severity.HIGH if everywhere else Severity.MEDIUM,
-            f"host = {host!r}" + (" (every interface)" if everywhere else ""),
-            'Set host = "127.0.0.1" in config.toml and put a TLS-terminating proxy in front if remote '
-            "clients need the daemon.",
+            "AG201", "daemon serves plain HTTP beyond loopback", Severity.MEDIUM,
+            f"host = {host!r}" + (" (every interface)" if everywhere else "") + " without tls_cert/tls_key: "
+            "tokens and prompts cross the network in clear text",
+            "Set tls_cert and tls_key in config.toml (or AIGOV_TLS_CERT / AIGOV_TLS_KEY), or set "
+            'host = "127.0.0.1" and put a TLS-terminating proxy in front.',
             location=str(ctx.config.paths.config_file),
         ))
     return out
+
+
+def check_tls_key(ctx: AuditContext) -> list[Finding]:
+    """The TLS private key must be readable by its owner only."""
+    import stat
+    from pathlib import Path
+
+    if not ctx.config.tls:
+        return []
+    key = Path(ctx.config.tls_key).expanduser()
+    try:
+        mode = stat.S_IMODE(key.stat().st_mode)  # stat, not lstat: Kubernetes mounts secrets as links
+    except OSError as e:
+        return [Finding("AG202", "TLS key cannot be read", Severity.HIGH, f"{key}: {e.strerror}",
+                        "Point tls_key at the key file and make it readable by the user that runs aigov.",
+                        location=str(key))]
+    if not mode & 0o077:
+        return []
+    return [Finding("AG202", "TLS private key is readable by others", Severity.MEDIUM,
+                    f"{key} has mode {mode:04o}", f"chmod 600 {key}", location=str(key))]
 
 
 def check_bcrypt_cost(ctx: AuditContext) -> list[Finding]:
@@ -51,11 +67,9 @@ def check_bcrypt_cost(ctx: AuditContext) -> list[Finding]:
             f"bcrypt_cost = {cfg.bcrypt_cost}", "Set bcrypt_cost = 12 (or more) in config.toml, then rotate keys.",
             location=str(cfg.paths.config_file),
         ))
-    conn = ctx.db()
-    if conn is not None and ctx.has_table("api_keys"):
+    if ctx.db_exists():
         weak: list[str] = []
-        for key_id, h in conn.execute("SELECT key_id, secret_hash FROM api_keys WHERE revoked_at IS NULL"):
-            raw = h if isinstance(h, bytes) else str(h).encode()
+        for key_id, raw in ((k.key_id, k.secret_hash) for k in ctx.keys() if k.revoked_at is None):
             parts = raw.split(b"$")
             if len(parts) > 2 and parts[2].isdigit() and int(parts[2]) < MIN_BCRYPT_COST:
                 weak.append(f"{key_id} (cost {int(parts[2])})")
@@ -64,7 +78,7 @@ def check_bcrypt_cost(ctx: AuditContext) -> list[Finding]:
                 "AG301", "API keys hashed with bcrypt cost below 12", Severity.MEDIUM,
                 f"{len(weak)} active key(s): {', '.join(weak[:10])}" + (" ..." if len(weak) > 10 else ""),
                 "Raise bcrypt_cost to 12, then `aigov keys rotate KEY_ID` for each key listed.",
-                location=str(ctx.db_path),
+                location=ctx.db_location,
             ))
     return out
 

@@ -17,14 +17,8 @@ _KeyRow = tuple[str, str, float, float | None, float | None, float | None]
 
 
 def _active_keys(ctx: AuditContext, now: float) -> list[_KeyRow]:
-    conn = ctx.db()
-    if conn is None or not ctx.has_table("api_keys"):
-        return []
-    rows = conn.execute(
-        "SELECT key_id, name, created_at, expires_at, rotated_at, last_used_at FROM api_keys "
-        "WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?) ORDER BY created_at, key_id", (now,)
-    ).fetchall()
-    return [r for r in rows if not str(r[1]).startswith(_PROBE_PREFIX)]
+    return [(k.key_id, k.name, k.created_at, k.expires_at, k.rotated_at, k.last_used_at)
+            for k in ctx.keys() if k.status(now) == "active" and not k.name.startswith(_PROBE_PREFIX)]
 
 
 def _listing(items: Sequence[str]) -> str:
@@ -41,7 +35,7 @@ def check_keys_never_expire(ctx: AuditContext, now: float | None = None) -> list
         "AG302", "API keys that never expire", Severity.MEDIUM,
         f"{len(never)} active key(s) without expiry: {_listing(never)}",
         "Create keys with --expires-in (e.g. 90d) or set one: `aigov keys update KEY_ID --expires-in 90d`.",
-        location=str(ctx.db_path),
+        location=ctx.db_location,
     )]
 
 
@@ -59,7 +53,7 @@ def check_keys_rotation(ctx: AuditContext, now: float | None = None) -> list[Fin
         "AG303", f"API keys not rotated for more than {ROTATE_AFTER_DAYS} days", Severity.MEDIUM,
         f"{len(old)} key(s): {_listing(old)}",
         "Rotate them: `aigov keys rotate KEY_ID --grace 1h`, then update the clients.",
-        location=str(ctx.db_path),
+        location=ctx.db_location,
     )]
 
 
@@ -78,5 +72,5 @@ def check_keys_unused(ctx: AuditContext, now: float | None = None) -> list[Findi
         "AG304", f"API keys unused for more than {UNUSED_AFTER_DAYS} days", Severity.LOW,
         f"{len(idle)} key(s): {_listing(idle)}",
         "Revoke keys nobody uses: `aigov keys revoke KEY_ID`.",
-        location=str(ctx.db_path),
+        location=ctx.db_location,
     )]

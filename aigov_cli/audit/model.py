@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import enum
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from daemon.config import Config
+    from daemon.storage.interface import DecisionReader, KeyRecord
 
 
 class Severity(enum.Enum):
@@ -98,54 +98,77 @@ class CheckResult:
 
 @dataclass
 class AuditContext:
-    """Everything a check reads: the configuration, a read-only database connection, the daemon's URL."""
+    """Everything a check reads: the configuration, the keys and decision log it names, the daemon's URL."""
 
     config: Config
     url: str | None = None
     url_given: bool = False
     run_deps: bool = True
     daemon_info: dict[str, Any] | None = None
-    _conn: sqlite3.Connection | None = field(default=None, repr=False)
-    _conn_error: str | None = field(default=None, repr=False)
+    _keys: list[KeyRecord] | None = field(default=None, repr=False)
+    _reader: DecisionReader | None = field(default=None, repr=False)
+    _error: str | None = field(default=None, repr=False)
 
     @property
     def db_path(self) -> Path:
-        """The database file."""
+        """The SQLite database file (for the embedded store)."""
         return self.config.db_file
 
-    def db(self) -> sqlite3.Connection | None:
-        """A read-only connection to the database (None when it does not exist or cannot be opened)."""
-        if self._conn is not None or self._conn_error is not None:
-            return self._conn
-        path = self.db_path
-        if not path.exists():
-            self._conn_error = f"{path} does not exist"
-            return None
-        try:
-            conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as e:
-            self._conn_error = f"cannot read {path}: {e}"
-            return None
-        self._conn = conn
-        return conn
+    @property
+    def db_location(self) -> str:
+        """Where keys and decisions live, as findings name it (a URL without its password)."""
+        from daemon.config import mask_url
+
+        return mask_url(self.config.database_url) if self.config.backend == "postgresql" else str(self.db_path)
+
+    def db_exists(self) -> bool:
+        """Whether there is a database to read (an SQLite file that does not exist yet is none)."""
+        return self.config.backend == "postgresql" or self.db_path.exists()
+
+    def reader(self) -> DecisionReader | None:
+        """The decision log's reader, without migrating (None when there is no database, or it cannot
+        be read: :attr:`db_error` says why)."""
+        if self._reader is None and self.db_exists() and self._error is None:
+            from daemon.errors import AigovError
+            from daemon.storage import decision_reader
+
+            try:
+                reader = decision_reader(self.config, migrate=False)
+                reader.schema_version()  # connects: errors show here, once
+            except AigovError as e:
+                self._error = str(e)
+                return None
+            self._reader = reader
+        return self._reader
+
+    def current(self) -> DecisionReader | None:
+        """The reader when the schema is the one this aigov writes (the checks of keys and chains need it)."""
+        reader = self.reader()
+        return reader if reader is not None and not reader.pending_migrations() else None
+
+    def keys(self) -> list[KeyRecord]:
+        """Every stored key ([] without a current, readable database)."""
+        if self._keys is None:
+            self._keys = []
+            if self.current() is not None:
+                import asyncio
+
+                from daemon.errors import AigovError
+                from daemon.keyadmin import with_store
+
+                try:
+                    self._keys = asyncio.run(with_store(self.config, lambda store: store.list_all()))
+                except AigovError as e:
+                    self._error = str(e)
+        return self._keys
 
     @property
     def db_error(self) -> str | None:
-        """Why :meth:`db` returned None."""
-        return self._conn_error
-
-    def has_table(self, name: str) -> bool:
-        """Whether the database has this table."""
-        conn = self.db()
-        if conn is None:
-            return False
-        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
-        return row is not None
+        """Why the database could not be read."""
+        return self._error
 
     def close(self) -> None:
-        """Close the database connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the decision log's reader."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

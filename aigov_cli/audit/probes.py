@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -40,19 +41,19 @@ class Transport(Protocol):
         ...
 
 
-def http_transport(base_url: str, timeout: float = 10.0) -> Transport:
-    """A transport over http.client to ``base_url`` (http or https)."""
+def http_transport(base_url: str, timeout: float = 10.0, context: ssl.SSLContext | None = None) -> Transport:
+    """A transport over http.client to ``base_url`` (http or https, verified with ``context``)."""
     u = urllib.parse.urlsplit(base_url)
     if u.scheme not in ("http", "https") or not u.hostname:
         from daemon.errors import ConfigError
 
         raise ConfigError(f"--url must be http://HOST:PORT or https://HOST:PORT, not {base_url!r}")
-    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
     host, port = u.hostname, u.port
     prefix = u.path.rstrip("/")
 
     def send(method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Resp:
-        conn = cls(host, port, timeout=timeout)
+        conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=context) if u.scheme == "https"
+                else http.client.HTTPConnection(host, port, timeout=timeout))
         try:
             conn.request(method, prefix + path, body=body, headers=headers)
             r = conn.getresponse()
@@ -293,7 +294,11 @@ def check_live_probes(ctx: AuditContext) -> list[Finding]:
         from aigov_cli.audit.model import CheckSkipped
 
         raise CheckSkipped("no daemon runs (start one, or give --url)")
-    send = http_transport(ctx.url)
+    from daemon.tls import local_client_context
+
+    # This home's own daemon: its certificate is pinned; a --url is verified by the system's trust store.
+    own = not ctx.url_given or ctx.url == (ctx.daemon_info or {}).get("url")
+    send = http_transport(ctx.url, context=local_client_context(ctx.config) if own else None)
     try:
         send("GET", "/healthz", None, {})
     except OSError as e:

@@ -18,6 +18,7 @@ CHECKS: Sequence[tuple[str, Check]] = (
     ("policy file mode", checks_files.check_policy_file),
     ("pid and log file modes", checks_files.check_pid_and_log),
     ("bind address", checks_config.check_bind_address),
+    ("TLS key", checks_config.check_tls_key),
     ("bcrypt cost", checks_config.check_bcrypt_cost),
     ("log_inputs", checks_config.check_log_inputs),
     ("policy mode and detectors", checks_config.check_policy),

@@ -47,7 +47,7 @@ def audit(
     from aigov_cli.audit.runner import run_audit
     from aigov_cli.output import console, print_json
     from daemon.errors import ConfigError
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     threshold = Severity(fail_on.value)
     cfg = load_cfg()

@@ -66,23 +66,34 @@ def serve(
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; log to the home's aigov.log.")
     ] = False,
+    workers: Annotated[str | None, typer.Option(
+        "--workers", metavar="N|auto",
+        help="Processes on the one port (0 or auto: one per core). More than 1 needs rate_limit_url on Redis, "
+        "so that limits stay exact across them. [default: 1]", show_default=False)] = None,
 ) -> None:
     """Run the daemon in the foreground (log lines on stderr) until SIGTERM or Ctrl-C."""
     import asyncio
 
-    from daemon.server import already_running, daemon_running
+    from daemon.pidfile import already_running, daemon_running
     from daemon.server import serve as run
+    from daemon.server import serve_workers
+    from daemon.workers import check_workers, worker_count
 
-    cfg = load_cfg(host=host, port=port)
+    cfg = load_cfg(host=host, port=port, workers=workers)
+    n = worker_count(cfg)
+    check_workers(cfg, n)
     running = daemon_running(cfg.paths.pid_file)
     if running:  # checked here too so that --detach fails before it spawns anything
         raise already_running(running)
     if detach:
-        _detach(cfg, host, port)
+        _detach(cfg, host, port, workers)
         return
     _setup_logging(cfg.log_level)
 
     def ready(url: str) -> None:
+        from aigov_cli.systemd import notify
+
+        notify(f"READY=1\nSTATUS=listening on {url}")  # Type=notify units: systemctl start returns now
         sys.stderr.write(
             f"aigov is ready at {url}\n"
             f"  create a key:  aigov keys create --name demo\n"
@@ -91,6 +102,9 @@ def serve(
         )
         sys.stderr.flush()
 
+    if n > 1:
+        serve_workers(cfg, n, ready)
+        return
     try:
         import uvloop
     except ImportError:
@@ -99,10 +113,10 @@ def serve(
         uvloop.run(run(cfg, ready))
 
 
-def _detach(cfg: Any, host: str | None, port: int | None) -> None:
+def _detach(cfg: Any, host: str | None, port: int | None, workers: str | None) -> None:
     """Start ``aigov serve`` as a background process and wait until it answers."""
     from daemon.errors import ConfigError
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     cfg.paths.ensure()
     args = [sys.executable, *_same_package_flags(), "-m", "aigov_cli", "serve"]
@@ -110,6 +124,8 @@ def _detach(cfg: Any, host: str | None, port: int | None) -> None:
         args += ["--host", host]
     if port is not None:
         args += ["--port", str(port)]
+    if workers is not None:
+        args += ["--workers", workers]
     logf = os.open(cfg.paths.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True)
     os.close(logf)
@@ -148,11 +164,23 @@ def _same_package_flags() -> list[str]:
 
 
 def _get_json(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
+    """GET a JSON document from this home's daemon; None when it does not answer with JSON.
+
+    An https URL is verified against the configured ``tls_cert`` (pinned, see daemon.tls): this
+    home's daemon is reached at the address in its pid file, which its certificate may not name.
+    """
     import urllib.error
     import urllib.request
 
+    from daemon.errors import ConfigError
+    from daemon.tls import local_client_context
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        context = local_client_context(load_cfg()) if url.startswith("https:") else None
+    except ConfigError:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
             data = json.loads(r.read())
     except urllib.error.HTTPError as e:
         try:
@@ -171,7 +199,7 @@ def stop(
     import signal
 
     from daemon.errors import AigovError
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
@@ -197,20 +225,21 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Show whether the daemon runs: pid, url, uptime, keys, decision-log queue depth. Exit 1 if not running."""
-    from daemon.server import daemon_running
+    from daemon.pidfile import daemon_running
 
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
     out: dict[str, Any] = {"running": bool(info), "home": str(cfg.paths.home or cfg.paths.config_dir),
                            "db": str(cfg.db_file)}
     if info:
-        out.update(pid=info.get("pid"), url=info.get("url"))
+        out.update(pid=info.get("pid"), url=info.get("url"), workers=info.get("workers") or [info.get("pid")])
         ready = _get_json(f"{info.get('url')}/readyz") if info.get("url") else None
         if ready:
             out.update(
                 uptime_seconds=ready.get("uptime_seconds"), active_keys=ready.get("active_keys"),
                 queue_depth=ready.get("queue_depth"), ready=ready.get("ready"),
                 policy_version=ready.get("policy_version"), version=ready.get("version"),
+                decision_log_healthy=ready.get("decision_log_healthy"), problems=ready.get("problems", []),
             )
         else:
             out["ready"] = False
@@ -218,11 +247,15 @@ def status(
         print_json(out)
     elif info:
         typer.echo(f"aigov is running: pid {out['pid']}, {out['url']}")
+        if len(out["workers"]) > 1:
+            typer.echo(f"  {len(out['workers'])} workers: pids {', '.join(map(str, out['workers']))}")
         if "uptime_seconds" in out:
             typer.echo(
                 f"  uptime {out['uptime_seconds']:.0f}s, {out['active_keys']} active keys, "
                 f"decision-log queue {out['queue_depth']}, policy {out['policy_version']}"
             )
+            for problem in out["problems"]:
+                typer.echo(f"  not ready: {problem}")
         else:
             typer.echo("  (not answering /readyz)")
     else:

@@ -11,7 +11,7 @@ from aigov_cli.output import Column, console, iso, print_json, print_table
 from aigov_cli.output import config as load_cfg
 
 if TYPE_CHECKING:
-    from daemon.storage.keys import KeyRecord, KeyStore
+    from daemon.storage.interface import KeyRecord, KeyStore
 
 app = typer.Typer(help="Create, list, show, revoke and rotate API keys.", no_args_is_help=True)
 

@@ -76,6 +76,11 @@ def loadtest(
         bool,
         typer.Option("--allow-remote", help="Allow a non-loopback --url (only against systems you own)."),
     ] = False,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option("--ca-file", help="Verify an https:// --url with the CA certificate(s) in this PEM file.",
+                     metavar="FILE", dir_okay=False, show_default=False),
+    ] = None,
 ) -> None:
     """Measure latency, errors, rate-limit accuracy and queue depth against the SLA."""
     from aigov_cli.loadtest.app import CommandArgs, RunError, UsageError, execute
@@ -103,6 +108,7 @@ def loadtest(
         stage_duration=stage_duration,
         step=step,
         allow_remote=allow_remote,
+        ca_file=ca_file,
     )
     from daemon.errors import ConfigError
 

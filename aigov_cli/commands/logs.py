@@ -12,10 +12,9 @@ import typer
 from aigov_cli.output import config as load_cfg
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from aigov_cli.logs.query import Filter
     from daemon.config import Config
+    from daemon.storage.interface import DecisionReader
 
 app = typer.Typer(
     help="Read the decision log: list and follow decisions, export, stats, prune.",
@@ -53,6 +52,20 @@ RequestId = Annotated[str | None, typer.Option("--request-id", help="Only the de
 ShowInput = Annotated[bool, typer.Option("--show-input", help="Include the stored input (as log_inputs kept it).")]
 Wide = Annotated[bool, typer.Option("--wide", help="Table: every column and whole request ids, however wide the "
                                     "lines get.")]
+
+
+class DirectionChoice(enum.Enum):
+    """``--direction``."""
+
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+Direction = Annotated[DirectionChoice | None, typer.Option(
+    "--direction", help="Only checks of what was sent to a model (input) or of what it answered (output).",
+    case_sensitive=False, show_default=False)]
+IncludeProbes = Annotated[bool, typer.Option(
+    "--include-probes", help="Also the checks `aigov audit` and `aigov loadtest` made (left out by default).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (for `aigov logs`: one decision per line).")]
 
 
@@ -62,19 +75,21 @@ def register(root: typer.Typer) -> None:
 
 
 def _filter(since: str | None, until: str | None, key: str | None = None, decision: DecisionChoice | None = None,
-            rule: str | None = None, model: str | None = None, request_id: str | None = None) -> Filter:
+            rule: str | None = None, model: str | None = None, request_id: str | None = None,
+            direction: DirectionChoice | None = None, include_probes: bool = True) -> Filter:
     from aigov_cli.logs.query import Filter, parse_time
 
     return Filter(parse_time("--since", since), parse_time("--until", until), key,
-                  decision.value if decision else None, rule, model, request_id=request_id)
+                  decision.value if decision else None, rule, model, request_id=request_id,
+                  direction=direction.value if direction else None, include_probes=include_probes)
 
 
-def _open() -> tuple[Config, sqlite3.Connection | None]:
-    """The configuration and a read-only connection to its database (None when there is none yet)."""
-    from aigov_cli.logs.query import connect_ro
+def _open() -> tuple[Config, DecisionReader]:
+    """The configuration and a reader of its decision log (an empty log when there is no database yet)."""
+    from daemon.storage import decision_reader
 
     cfg = load_cfg()
-    return cfg, connect_ro(cfg.db_file)
+    return cfg, decision_reader(cfg)
 
 
 def _line(d: dict[str, Any]) -> str:
@@ -93,6 +108,8 @@ def logs(
     rule: Rule = None,
     model: Model = None,
     request_id: RequestId = None,
+    direction: Direction = None,
+    include_probes: IncludeProbes = False,
     limit: Annotated[int, typer.Option("--limit", help="Show the newest N decisions (0: all).", min=0)] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new decisions as they are written.")]
     = False,
@@ -105,41 +122,36 @@ def logs(
         return
     import json
 
-    from aigov_cli.logs.query import iter_decisions, latest, max_id, public
+    from aigov_cli.logs.query import follow as do_follow
+    from aigov_cli.logs.query import public
 
-    flt = _filter(since, until, key, decision, rule, model, request_id)
-    cfg, conn = _open()
-    top = 0
-    rows: Any = []
-    if conn is not None:
-        top = max_id(conn)
-        rows = iter_decisions(conn, flt) if limit == 0 else latest(conn, flt, limit, upto=top)
+    flt = _filter(since, until, key, decision, rule, model, request_id, direction, include_probes)
+    cfg, reader = _open()
+    with reader:
+        top = reader.max_id()
+        rows: Any = reader.iter_decisions(flt) if limit == 0 else reader.latest(flt, limit, upto=top)
 
-    def emit(row: dict[str, Any]) -> None:
-        d = public(row, show_input, hashes=False)
-        if as_json:
-            sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
-        else:
-            sys.stdout.write(_line(d) + "\n")
-        sys.stdout.flush()
+        def emit(row: dict[str, Any]) -> None:
+            d = public(row, show_input, hashes=False)
+            if as_json:
+                sys.stdout.write(json.dumps(d, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(_line(d) + "\n")
+            sys.stdout.flush()
 
-    try:
-        if as_json or follow:
-            for row in rows:
-                emit(row)
-        else:
-            _table([public(r, show_input, hashes=False) for r in rows], show_input,
-                   (cfg.log_batch_size, cfg.log_flush_interval), wide)
-        if conn is not None:
-            conn.close()
-        if follow:
-            from aigov_cli.logs.query import follow as do_follow
-
-            do_follow(cfg.db_file, flt, emit, start_after=top if conn is not None else 0)
-    except KeyboardInterrupt:
-        return
-    except BrokenPipeError:  # `aigov logs --json | head`
-        _quiet_stdout()
+        try:
+            if as_json or follow:
+                for row in rows:
+                    emit(row)
+            else:
+                _table([public(r, show_input, hashes=False) for r in rows], show_input,
+                       (cfg.log_batch_size, cfg.log_flush_interval), wide)
+            if follow:
+                do_follow(reader, flt, emit, start_after=top)
+        except KeyboardInterrupt:
+            return
+        except BrokenPipeError:  # `aigov logs --json | head`
+            _quiet_stdout()
 
 
 def _quiet_stdout() -> None:
@@ -221,17 +233,18 @@ def export(
     decision: Decision = None,
     rule: Rule = None,
     model: Model = None,
+    direction: Direction = None,
     show_input: ShowInput = False,
 ) -> None:
-    """Export matching decisions, with their hashes, streaming in constant memory."""
+    """Export matching decisions (the audit's and load tests' too), with their hashes, in constant memory."""
     import os
 
     from aigov_cli.logs.export import ExportFormat
     from aigov_cli.logs.export import export as do_export
     from daemon.errors import ConfigError
 
-    flt = _filter(since, until, key, decision, rule, model)
-    _, conn = _open()
+    flt = _filter(since, until, key, decision, rule, model, direction=direction)
+    _, reader = _open()
     if out is None:
         f: Any = sys.stdout
     else:
@@ -241,10 +254,7 @@ def export(
             raise ConfigError(f"--out: cannot write {out}: {e.strerror}") from None
         f = os.fdopen(fd, "w", encoding="utf-8", newline="")
     try:
-        if conn is None:
-            n = do_export_empty(ExportFormat(fmt.value), f)
-        else:
-            n = do_export(conn, flt, ExportFormat(fmt.value), f, show_input)
+        n = do_export(reader, flt, ExportFormat(fmt.value), f, show_input)
     except BrokenPipeError:  # `aigov logs export | head`: the reader has all it wants
         _quiet_stdout()
         return
@@ -255,19 +265,9 @@ def export(
     finally:
         if out is not None:
             f.close()
-        if conn is not None:
-            conn.close()
+        reader.close()
     if out is not None:
         typer.echo(f"exported {n} decision(s) to {out}", err=True)
-
-
-def do_export_empty(fmt: Any, f: Any) -> int:
-    """An export of an empty log: the CSV header only."""
-    from aigov_cli.logs.export import CSV_COLUMNS, ExportFormat
-
-    if fmt is ExportFormat.CSV:
-        f.write(",".join(CSV_COLUMNS) + "\n")
-    return 0
 
 
 @app.command("stats")
@@ -276,6 +276,8 @@ def stats(
     until: Until = None,
     key: Key = None,
     model: Model = None,
+    direction: Direction = None,
+    include_probes: IncludeProbes = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Counts by decision, rule, key and model, and latency percentiles."""
@@ -283,19 +285,10 @@ def stats(
     from aigov_cli.logs.stats import stats as compute
     from aigov_cli.output import console, print_json
 
-    flt = _filter(since, until, key, None, None, model)
-    _, conn = _open()
-    if conn is None:
-        from aigov_cli.logs.stats import PERCENTILES
-
-        data: dict[str, Any] = {"total": 0, "first": None, "last": None, "by_decision": {}, "by_rule": {},
-                                "by_key": {}, "by_model": {},
-                                "latency_ms": {**{f"p{p}": None for p in PERCENTILES}, "max": None, "mean": None}}
-    else:
-        try:
-            data = compute(conn, flt)
-        finally:
-            conn.close()
+    flt = _filter(since, until, key, None, None, model, direction=direction, include_probes=include_probes)
+    _, reader = _open()
+    with reader:
+        data = compute(reader, flt)
     data["first"], data["last"] = iso_ms(data["first"]), iso_ms(data["last"])
     if as_json:
         print_json(data)
@@ -345,16 +338,10 @@ def prune(
     else:
         raise ConfigError("give --older-than (e.g. 30d) or set log_retention_days in config.toml")
     before = time.time() - age
-    deleted = 0
-    if cfg.db_file.exists():
-        from daemon.decisionlog import prune as do_prune
-        from daemon.storage.db import connect_sync
+    from daemon.storage import decision_reader
 
-        conn = connect_sync(cfg.db_file, create=False)
-        try:
-            deleted = do_prune(conn, before)
-        finally:
-            conn.close()
+    with decision_reader(cfg) as reader:
+        deleted = reader.prune(before)
     if as_json:
         print_json({"deleted": deleted, "before": iso_ms(before)})
     else:

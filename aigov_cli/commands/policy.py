@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +14,14 @@ from aigov_cli.output import console, print_json
 
 app = typer.Typer(help="Check, test, show and reload the governance policy.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+DIRECTIONS = ("input", "output")  # daemon.policy.model.DIRECTIONS, without importing the engine at startup
+
+
+class Direction(enum.Enum):
+    """Which side of a model call a text is."""
+
+    INPUT = "input"
+    OUTPUT = "output"
 
 
 def _load(file: Path | None) -> Any:
@@ -61,6 +70,9 @@ def test(
     model: Annotated[str, typer.Option("--model", help="Model name.")] = "gpt-4o",
     operation: Annotated[str, typer.Option("--operation", help="Operation.")] = "chat",
     policy: Annotated[str, typer.Option("--policy", help="Named policy to apply.")] = "default",
+    direction: Annotated[Direction, typer.Option(
+        "--direction", help="input: a text sent to a model; output: a model's answer (rules' applies_to).",
+    )] = Direction.INPUT,
     file: Annotated[Path | None, typer.Option("--file", help="Policy file. [default: the configured one]",
                                               show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -77,11 +89,12 @@ def test(
     if pol is None:
         raise ConfigError(f"unknown policy {policy!r} (the file defines: {', '.join(ps.names)})")
     t0 = time.perf_counter()
-    d = pol.evaluate(model, operation, input_text)
+    d = pol.evaluate(model, operation, input_text, direction.value)
     elapsed = (time.perf_counter() - t0) * 1e6
     out = {
         "allowed": d.allowed,
         "decision": d.decision,
+        "direction": direction.value,
         "reasons": [r.as_dict() for r in d.reasons],
         "policy": {"name": d.policy_name, "version": d.policy_version},
         "redacted_text": d.redacted_text,
@@ -91,7 +104,8 @@ def test(
         print_json(out)
     else:
         c = console()
-        c.print(f"[bold]{d.decision.upper()}[/] (policy {d.policy_name} {d.policy_version}, {elapsed:.0f} µs)",
+        side = ", checked as a model's answer" if direction is Direction.OUTPUT else ""
+        c.print(f"[bold]{d.decision.upper()}[/] (policy {d.policy_name} {d.policy_version}, {elapsed:.0f} µs{side})",
                 soft_wrap=True)
         # Plain echo, not rich: rich would wrap long texts and change what the user reads back.
         for r in d.reasons:
@@ -125,6 +139,9 @@ def show(
             "max_input_chars": p.max_input_chars,
             "rules": [
                 {"id": r.id, "kind": r.kind, "action": r.action.value,
+                 # like options: shown when it says something (a rule checks both directions by default)
+                 **({"applies_to": [d for d in DIRECTIONS if d in r.applies_to]}
+                    if len(r.applies_to) < len(DIRECTIONS) else {}),
                  **({"detector": r.detector} if r.detector else {}),
                  **({"literal": r.literal} if r.literal is not None else {}),
                  **({"pattern": r.pattern} if r.pattern is not None else {}),
@@ -145,7 +162,9 @@ def show(
         for r in p["rules"]:
             what = r.get("detector") or r.get("literal") or r.get("pattern")
             opts = "".join(f" {k}={v!r}" for k, v in r.get("options", {}).items())
-            c.print(f"  {r['action']:<8} {r['id']:<32} {r['kind']}: {what}{opts}", markup=False, soft_wrap=True)
+            only = f" ({r['applies_to'][0]} only)" if "applies_to" in r else ""
+            c.print(f"  {r['action']:<8} {r['id']:<32} {r['kind']}: {what}{opts}{only}", markup=False,
+                    soft_wrap=True)
 
 
 @app.command("reload")
@@ -159,8 +178,8 @@ def reload(
 
     from aigov_cli.commands.daemon_cmds import _get_json
     from daemon.errors import AigovError, ConfigError
+    from daemon.pidfile import daemon_running
     from daemon.policy.loader import PolicyError
-    from daemon.server import daemon_running
 
     if not timeout >= 0:  # also NaN
         raise ConfigError(f"--timeout must be 0 (do not wait) or more seconds, not {timeout:g}")
@@ -182,11 +201,20 @@ def reload(
         typer.echo(f"policy reload sent to the daemon (pid {pid}): version {ps.version} ({', '.join(ps.names)}); "
                    "not waiting for it (--timeout 0)")
         return
+    workers = len(info.get("workers") or [pid])
     deadline = time.monotonic() + timeout
     while True:  # at least one look, however short the timeout
-        ready = _get_json(f"{info['url']}/readyz", timeout=max(0.1, min(2.0, deadline - time.monotonic())))
-        if ready and ready.get("policy_version") == ps.version:
-            typer.echo(f"policy reloaded: version {ps.version} ({', '.join(ps.names)})")
+        if workers > 1:  # every worker says which policy it runs on the board they share
+            from daemon.workers import WorkerBoard
+
+            versions = [s.get("policy_version") for s in WorkerBoard.for_config(cfg).states()]
+            done = len(versions) >= workers and all(v == ps.version for v in versions)
+        else:
+            ready = _get_json(f"{info['url']}/readyz", timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            done = ready is not None and ready.get("policy_version") == ps.version
+        if done:
+            typer.echo(f"policy reloaded: version {ps.version} ({', '.join(ps.names)})"
+                       + (f" in all {workers} workers" if workers > 1 else ""))
             return
         if time.monotonic() >= deadline:
             break

@@ -160,6 +160,20 @@ def dashboard(title: str = "aigov", uid: str = "aigov-overview") -> dict[str, An
     }
 
 
+def bind_datasource(board: dict[str, Any], datasource_uid: str) -> dict[str, Any]:
+    """``board`` for file provisioning: every panel on the datasource ``datasource_uid``, no import inputs.
+
+    Grafana substitutes ``${DS_PROMETHEUS}`` only when a person imports the dashboard; a provisioned
+    file must name the datasource itself.
+    """
+    import json
+
+    out: dict[str, Any] = json.loads(json.dumps(board).replace(json.dumps(DS), json.dumps(datasource_uid)))
+    out.pop("__inputs", None)
+    out.pop("__requires", None)
+    return out
+
+
 def queries(board: dict[str, Any]) -> list[str]:
     """Every PromQL expression of a dashboard (panels and variables)."""
     out = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]

@@ -51,6 +51,7 @@ class CommandArgs:
     stage_duration: str = "5s"
     step: float = 1.5
     allow_remote: bool = False
+    ca_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,7 +64,7 @@ def default_url() -> str:
     host, port = DEFAULT_HOST, DEFAULT_PORT
     try:
         from daemon.config import load_config
-        from daemon.server import daemon_running
+        from daemon.pidfile import daemon_running
 
         cfg = load_config()
         info = daemon_running(cfg.paths.pid_file)
@@ -77,6 +78,17 @@ def default_url() -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+def _own_cert() -> str | None:
+    """This home's ``tls_cert``: the daemon found without ``--url`` is trusted by its own certificate."""
+    try:
+        from daemon.config import load_config
+
+        cfg = load_config()
+    except Exception:  # an unreadable config: default_url() fell back too
+        return None
+    return cfg.tls_cert if cfg.tls else None
 
 
 def _version() -> str:
@@ -128,7 +140,9 @@ def build_options(args: CommandArgs) -> RunOptions:
     if not 1.01 <= args.step <= 10:
         raise UsageError("--step must be between 1.01 and 10")
     thresholds = tuple(parse_threshold(t) for t in args.thresholds)
-    target = parse_target(args.url or default_url(), allow_remote=args.allow_remote)
+    target = parse_target(args.url or default_url(), allow_remote=args.allow_remote,
+                          ca_file=str(args.ca_file) if args.ca_file is not None else None,
+                          pinned_cert=_own_cert() if args.url is None else None)
     if args.key is not None and not args.key.strip():
         raise UsageError("--key is empty")
     corpus = load_corpus(args.body_file) if args.body_file is not None else default_corpus()

@@ -13,6 +13,7 @@ line, ``Content-Length``/chunked framing and ``Connection: close``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +42,10 @@ class EngineConfig:
     connections: int = 256
     timeout_s: float = 10.0
     tick_s: float = 0.5
+    tls: bool = False  # https: the context is built in each process (an SSLContext does not pickle)
+    server_hostname: str | None = None
+    ca_file: str | None = None
+    pinned_cert: str | None = None
 
 
 def encode_request(cfg: EngineConfig, token: str, body: bytes) -> bytes:
@@ -352,6 +357,11 @@ class Engine:
         self._r = PhaseResult(phase=-1, spec=PhaseSpec(rate=0, duration_s=0))
         self._tick = Tick(phase=-1, index=0)
         self._connect_tasks: set[asyncio.Task[None]] = set()
+        self._ssl: ssl.SSLContext | None = None
+        if cfg.tls:
+            from daemon.tls import client_context
+
+            self._ssl = client_context(ca_file=cfg.ca_file, pinned_cert=cfg.pinned_cert)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -576,7 +586,10 @@ class Engine:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: _Conn(self), self.cfg.host, self.cfg.port)
+            await loop.create_connection(
+                lambda: _Conn(self), self.cfg.host, self.cfg.port, ssl=self._ssl,
+                server_hostname=self.cfg.server_hostname if self._ssl else None,
+            )
         except OSError:
             self.connecting -= 1
             if self.backlog:

@@ -8,6 +8,7 @@ import datetime as dt
 import math
 import os
 import signal
+import ssl
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -353,6 +354,11 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
     data = RunData(options=opts, started_at=_iso_now(), key_kind="provided" if opts.key else "temporary")
     try:
         health = await request(target, "GET", "/healthz", timeout_s=5.0)
+    except ssl.SSLCertVerificationError as e:
+        raise RunError(
+            f"the certificate of {target.url} did not verify ({e.verify_message or e.reason}): "
+            "pass the CA that signed it with --ca-file FILE"
+        ) from None
     except (TimeoutError, OSError, ValueError, IndexError):
         raise RunError(f"no aigov daemon answers at {target.url} (start it with `aigov serve`)") from None
     if health.status != 200:
@@ -431,6 +437,10 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
             connections=connections,
             timeout_s=opts.timeout_s,
             tick_s=tick_s,
+            tls=target.tls,
+            server_hostname=target.server_hostname,
+            ca_file=target.ca_file,
+            pinned_cert=target.pinned_cert,
         )
         executor = LocalExecutor(cfg) if opts.workers <= 1 else ProcessExecutor(cfg, opts.workers)
         await executor.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,12 +16,28 @@ CHECK_PATH = "/v1/check"
 
 @dataclass(frozen=True)
 class Target:
-    """Where the traffic goes: host and port of a plain-HTTP aigov daemon."""
+    """Where the traffic goes: host and port of an aigov daemon, and how to verify it over https."""
 
     url: str
     host: str
     port: int
     base_path: str
+    tls: bool = False
+    server_hostname: str | None = None  # the name the certificate is checked against (and SNI)
+    ca_file: str | None = None
+    pinned_cert: str | None = None  # this home's own tls_cert: trusted exactly, the host name not checked
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client context for an https target (None for http); UsageError for an unreadable CA file."""
+        if not self.tls:
+            return None
+        from daemon.errors import ConfigError
+        from daemon.tls import client_context
+
+        try:
+            return client_context(ca_file=self.ca_file, pinned_cert=self.pinned_cert)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
 
     @property
     def host_header(self) -> str:
@@ -44,18 +61,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_target(url: str, allow_remote: bool = False) -> Target:
-    """Validate ``--url``: http only, a host and port, and loopback unless ``allow_remote``."""
+def parse_target(
+    url: str, allow_remote: bool = False, ca_file: str | None = None, pinned_cert: str | None = None
+) -> Target:
+    """Validate ``--url``: http or https, a host and port, and loopback unless ``allow_remote``."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme == "https":
-        raise UsageError("https targets are not supported: aigov serves plain HTTP on loopback")
-    if parts.scheme != "http":
-        raise UsageError(f"unsupported URL scheme {parts.scheme!r} in --url {url!r}: use http://HOST:PORT")
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"unsupported URL scheme {parts.scheme!r} in --url {url!r}: use http(s)://HOST:PORT")
+    tls = parts.scheme == "https"
+    if ca_file is not None and not tls:
+        raise UsageError("--ca-file is for an https:// --url")
     host = parts.hostname
     if not host:
         raise UsageError(f"--url {url!r} has no host")
     try:
-        port = parts.port or 80
+        port = parts.port or (443 if tls else 80)
     except ValueError:
         raise UsageError(f"--url {url!r} has an invalid port") from None
     if not allow_remote and not is_loopback(host):
@@ -67,7 +87,11 @@ def parse_target(url: str, allow_remote: bool = False) -> Target:
     if base.endswith(CHECK_PATH):
         base = base[: -len(CHECK_PATH)]
     connect_host = "127.0.0.1" if host.lower().rstrip(".") == "localhost" else host
-    return Target(url=url, host=connect_host, port=port, base_path=base)
+    target = Target(url=url, host=connect_host, port=port, base_path=base, tls=tls,
+                    server_hostname=host if tls else None, ca_file=ca_file,
+                    pinned_cert=pinned_cert if tls and ca_file is None else None)
+    target.ssl_context()  # an unreadable --ca-file is a usage error now, not a failed run later
+    return target
 
 
 @dataclass(frozen=True)
@@ -91,7 +115,10 @@ async def request(
     """One HTTP/1.1 request on a fresh connection (``Connection: close``), fully read."""
 
     async def go() -> Response:
-        reader, writer = await asyncio.open_connection(target.host, target.port)
+        ctx = target.ssl_context()
+        reader, writer = await asyncio.open_connection(
+            target.host, target.port, ssl=ctx, server_hostname=target.server_hostname if ctx else None
+        )
         try:
             lines = [
                 f"{method} {target.base_path}{path} HTTP/1.1",

@@ -5,15 +5,17 @@ from __future__ import annotations
 import csv
 import enum
 import json
-import sqlite3
 from typing import IO
 
-from aigov_cli.logs.query import Filter, iter_decisions, public
+from aigov_cli.logs.query import Filter, public
+from daemon.storage.interface import DecisionReader
 
 CSV_COLUMNS = (
-    "id", "time", "request_id", "key_id", "model", "operation", "decision", "rules", "reasons", "input_length",
-    "input_sha256", "latency_ms", "policy_name", "policy_version", "kind", "prev_hash", "hash",
+    "id", "time", "request_id", "key_id", "model", "operation", "direction", "decision", "rules", "reasons",
+    "input_length", "input_fingerprint", "latency_ms", "policy_name", "policy_version", "rate_limit", "metadata",
+    "kind", "chain", "seq", "prev_hash", "hash",
 )
+_JSON_CELLS = ("rules", "reasons", "metadata")
 
 
 class ExportFormat(enum.Enum):
@@ -24,23 +26,24 @@ class ExportFormat(enum.Enum):
 
 
 def export(
-    conn: sqlite3.Connection, flt: Filter, fmt: ExportFormat, out: IO[str], show_input: bool = False
+    reader: DecisionReader, flt: Filter, fmt: ExportFormat, out: IO[str], show_input: bool = False
 ) -> int:
     """Write every matching record to ``out``; returns how many were written."""
     n = 0
     match fmt:
         case ExportFormat.JSONL:
-            for row in iter_decisions(conn, flt):
+            for row in reader.iter_decisions(flt):
                 out.write(json.dumps(public(row, show_input), ensure_ascii=False, separators=(",", ":")) + "\n")
                 n += 1
         case ExportFormat.CSV:
-            cols = (*CSV_COLUMNS[:11], "input", *CSV_COLUMNS[11:]) if show_input else CSV_COLUMNS
+            fp = CSV_COLUMNS.index("input_fingerprint") + 1
+            cols = (*CSV_COLUMNS[:fp], "input", *CSV_COLUMNS[fp:]) if show_input else CSV_COLUMNS
             w = csv.writer(out, lineterminator="\n")
             w.writerow(cols)
-            for row in iter_decisions(conn, flt):
+            for row in reader.iter_decisions(flt):
                 d = public(row, show_input)
                 # rules and reasons stay JSON inside their cells; CSV has no lists.
-                w.writerow([json.dumps(d.get(c), ensure_ascii=False) if c in ("rules", "reasons") else d.get(c)
-                            for c in cols])
+                w.writerow([json.dumps(d.get(c), ensure_ascii=False) if c in _JSON_CELLS and d.get(c) is not None
+                            else d.get(c) for c in cols])
                 n += 1
     return n

@@ -15,7 +15,7 @@ from typing import Any
 import re2
 
 from daemon.policy.detectors import Finding, Scanner
-from daemon.policy.model import Action, Decision, Mode, Reason, RuleSpec
+from daemon.policy.model import DIRECTIONS, Action, Decision, Mode, Reason, RuleSpec
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
@@ -101,6 +101,17 @@ def redact(text: str, spans: Sequence[tuple[int, int, str]]) -> str:
     return "".join(out)
 
 
+class _Side:
+    """The rules of one direction, compiled: a detector scanner and the custom matchers."""
+
+    __slots__ = ("detector_rules", "scanner", "custom")
+
+    def __init__(self, rules: Sequence[RuleSpec]) -> None:
+        self.detector_rules: dict[str, RuleSpec] = {r.detector: r for r in rules if r.detector}
+        self.scanner = Scanner({d: r.options for d, r in self.detector_rules.items()})
+        self.custom = tuple(compile_custom(r) for r in rules if not r.detector)
+
+
 class CompiledPolicy:
     """One named policy, ready to evaluate requests."""
 
@@ -121,9 +132,12 @@ class CompiledPolicy:
         self.operations = operations
         self.max_input_chars = max_input_chars
         self.rules = tuple(rules)
-        self.detector_rules: dict[str, RuleSpec] = {r.detector: r for r in rules if r.detector}
-        self.scanner = Scanner({d: r.options for d, r in self.detector_rules.items()})
-        self.custom = tuple(compile_custom(r) for r in rules if not r.detector)
+        # Every detector the policy uses (for `aigov audit`); a detector may have one rule per direction.
+        self.detector_rules: dict[str, RuleSpec] = {}
+        for r in rules:
+            if r.detector:
+                self.detector_rules.setdefault(r.detector, r)
+        self._sides = {d: _Side([r for r in rules if r.applies(d)]) for d in DIRECTIONS}
         self._enforce = mode is Mode.ENFORCE
         self._plain_allow = Decision(True, (), name, version)
         self._block = self._action(Action.BLOCK)
@@ -133,8 +147,16 @@ class CompiledPolicy:
         # request never carries a blocking reason, and nothing is redacted.
         return action.value if self._enforce else "monitor"
 
-    def evaluate(self, model: str, operation: str, text: str) -> Decision:
-        """Apply the policy to one request."""
+    def evaluate(self, model: str, operation: str, text: str, direction: str = "input") -> Decision:
+        """Apply the policy to one text: what is sent to a model (``input``) or its answer (``output``).
+
+        Only the rules whose ``applies_to`` names the direction run; model and operation lists and
+        ``max_input_chars`` hold for both (the limit bounds the text scanned either way).
+        """
+        try:
+            side = self._sides[direction]
+        except KeyError:
+            raise ValueError(f"direction must be input or output, not {direction!r}") from None
         reasons: list[Reason] = []
         block = self._block
         if not self.models.permits(model):
@@ -151,14 +173,14 @@ class CompiledPolicy:
                        0, len(text))
             )
         else:
-            findings: list[Finding] = self.scanner.scan(text) if self.detector_rules else []
+            findings: list[Finding] = side.scanner.scan(text) if side.detector_rules else []
             for f in findings:
-                rule = self.detector_rules[f.detector]
+                rule = side.detector_rules[f.detector]
                 action = self._action(rule.action)
                 reasons.append(Reason(rule.id, f.detector, action, rule.message or f.message, f.start, f.end))
                 if action == "redact":
                     redact_spans.append((f.start, f.end, f.detector))
-            for c in self.custom:
+            for c in side.custom:
                 for start, end in c.findall(text):
                     action = self._action(c.rule.action)
                     reasons.append(Reason(c.rule.id, c.rule.kind, action, c.message, start, end))

@@ -19,7 +19,7 @@ from typing import Any
 from daemon.errors import AigovError
 from daemon.policy.detectors import DETECTOR_NAMES, GROUPS, DetectorOptionError, Scanner
 from daemon.policy.engine import CompiledPolicy, GlobList, compile_custom
-from daemon.policy.model import Action, Mode, RuleSpec
+from daemon.policy.model import BOTH_DIRECTIONS, DIRECTIONS, Action, Mode, RuleSpec
 
 DEFAULT_POLICY_NAME = "default"
 DEFAULT_MAX_INPUT_CHARS = 100_000
@@ -28,7 +28,10 @@ _POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,63}")
 _GROUP_PREFIX = {"pii": "pii", "secrets": "secrets", "manipulation": "manipulation"}
 _MONITORED_BY_DEFAULT = ("email", "phone", "ip_address")
 _POLICY_KEYS = {"mode", "models", "operations", "max_input_chars", "rules", "description"}
-_RULE_KEYS = {"id", "detector", "literal", "pattern", "case_sensitive", "action", "message", "enabled"}
+_RULE_KEYS = {"id", "detector", "literal", "pattern", "case_sensitive", "action", "message", "enabled", "applies_to"}
+# Detectors that the default policy also applies to what models answer: a model must not hand out
+# credentials (its own context's, or ones it was trained on) any more than a user may send them.
+_OUTPUT_GROUPS = ("secrets",)
 
 
 MAX_ERRORS = 20
@@ -69,6 +72,8 @@ def default_policy_text() -> str:
         "# models / operations: glob patterns; deny wins over allow.",
         '# rules: a built-in detector, a literal or an RE2 pattern, with action "block", "redact"',
         '#        (adds redacted_text to the answer) or "monitor" (reported, never blocks).',
+        '#        applies_to: which texts a rule checks: "input" (sent to a model), "output" (the',
+        '#        model\'s answer, checked with "direction": "output"); both when left out.',
         "",
         f"[policies.{DEFAULT_POLICY_NAME}]",
         'mode = "enforce"',
@@ -77,13 +82,16 @@ def default_policy_text() -> str:
         'operations = { allow = ["*"], deny = [] }      # e.g. deny = ["fine_tune"]',
         "",
     ]
+    output_too = {d for g in _OUTPUT_GROUPS for d in GROUPS[g]}
     for name in DETECTOR_NAMES:
         action = "monitor" if name in _MONITORED_BY_DEFAULT else "block"
+        applies = '["input", "output"]' if name in output_too else '["input"]'
         lines += [
             f"[[policies.{DEFAULT_POLICY_NAME}.rules]]",
             f'id = "{rule_id_for(name)}"',
             f'detector = "{name}"',
             f'action = "{action}"',
+            f"applies_to = {applies}",
             "",
         ]
     lines += [
@@ -285,6 +293,22 @@ def _globs(ctx: _Ctx, where: str, value: Any, block: Block | None) -> GlobList:
         raise ctx.error(where, f"bad glob: {e}", ctx.line(block, field_name)) from None
 
 
+def _applies_to(ctx: _Ctx, where: str, value: Any, block: Block | None) -> frozenset[str]:
+    """A rule's ``applies_to``: a non-empty list of directions; both when absent."""
+    if value is None:
+        return BOTH_DIRECTIONS
+    what = 'must be a list of directions: ["input"], ["output"] or ["input", "output"]'
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ctx.error(where + ".applies_to", what, ctx.line(block, "applies_to"))
+    for v in value:
+        if v not in DIRECTIONS:
+            raise ctx.error(where + ".applies_to", f"unknown direction {v!r} (use input, output)",
+                            ctx.line(block, "applies_to"))
+    if len(set(value)) != len(value):
+        raise ctx.error(where + ".applies_to", "names a direction twice", ctx.line(block, "applies_to"))
+    return frozenset(value)
+
+
 def _rule(ctx: _Ctx, where: str, raw: Any, block: Block | None) -> RuleSpec | None:
     """A rule, or None when it is disabled or has problems (each recorded in ``ctx``)."""
     if not isinstance(raw, dict):
@@ -313,6 +337,9 @@ def _rule(ctx: _Ctx, where: str, raw: Any, block: Block | None) -> RuleSpec | No
             ctx.add(ctx.error(f"{where}.{flag}", "must be true or false", ctx.line(block, flag)))
     enabled = raw.get("enabled", True) is not False
     case = raw.get("case_sensitive", True) is not False
+    applies_to = BOTH_DIRECTIONS
+    with ctx.collect():
+        applies_to = _applies_to(ctx, where, raw.get("applies_to"), block)
     message = raw.get("message")
     if message is not None and not isinstance(message, str):
         ctx.add(ctx.error(where + ".message", "must be a string", ctx.line(block, "message")))
@@ -333,7 +360,8 @@ def _rule(ctx: _Ctx, where: str, raw: Any, block: Block | None) -> RuleSpec | No
             except DetectorOptionError as e:
                 m = _OPTION_NAME.search(str(e))
                 ctx.add(ctx.error(where, str(e), ctx.line(block, m.group(1) if m else "detector")))
-            spec = RuleSpec(str(rid), action, detector=det, case_sensitive=case, message=message, options=options)
+            spec = RuleSpec(str(rid), action, detector=det, case_sensitive=case, message=message, options=options,
+                            applies_to=applies_to)
     elif kind is not None:
         for key in sorted(set(raw) - _RULE_KEYS):
             ctx.add(ctx.error(
@@ -347,6 +375,7 @@ def _rule(ctx: _Ctx, where: str, raw: Any, block: Block | None) -> RuleSpec | No
             spec = RuleSpec(
                 str(rid), action, case_sensitive=case, message=message,
                 literal=value if kind == "literal" else None, pattern=value if kind == "pattern" else None,
+                applies_to=applies_to,
             )
             try:
                 compile_custom(spec)
@@ -394,7 +423,7 @@ def _policy(ctx: _Ctx, name: str, raw: Any, version: str) -> CompiledPolicy | No
         rules_raw = []
     rules: list[RuleSpec] = []
     seen_ids: set[str] = set()
-    seen_detectors: dict[str, str] = {}
+    seen_detectors: dict[tuple[str, str], str] = {}  # (detector, direction) -> rule id
     for i, r in enumerate(rules_raw):
         rule_where = f"{where}.rules[{i}]"
         rule_block = ctx.rule_block(name, i) or ctx.inline_rule(block, rules_raw, i) or block
@@ -409,15 +438,19 @@ def _policy(ctx: _Ctx, name: str, raw: Any, version: str) -> CompiledPolicy | No
         if spec is None:
             continue
         if spec.detector:
-            if spec.detector in seen_detectors:
+            taken = [(d, seen_detectors[(spec.detector, d)]) for d in sorted(spec.applies_to)
+                     if (spec.detector, d) in seen_detectors]
+            if taken:
+                direction, other = taken[0]
                 ctx.add(ctx.error(
                     f"{rule_where} ({rid}).detector",
-                    f"detector {spec.detector!r} is already used by rule {seen_detectors[spec.detector]!r} "
-                    "of this policy (one rule per detector)",
+                    f"detector {spec.detector!r} is already used by rule {other!r} of this policy "
+                    f"for {direction} (one rule per detector and direction; see applies_to)",
                     ctx.line(rule_block, "detector"),
                 ))
                 continue
-            seen_detectors[spec.detector] = str(rid)
+            for direction in spec.applies_to:
+                seen_detectors[(spec.detector, direction)] = str(rid)
         rules.append(spec)
     if len(ctx.found) > before:
         return None

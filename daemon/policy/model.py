@@ -6,6 +6,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+DIRECTIONS: tuple[str, ...] = ("input", "output")
+"""What a check can be about: the text sent to a model (``input``) or the model's answer (``output``)."""
+BOTH_DIRECTIONS: frozenset[str] = frozenset(DIRECTIONS)
+
 
 class Action(enum.Enum):
     """What a rule does when it fires."""
@@ -80,6 +84,11 @@ class RuleSpec:
     case_sensitive: bool = True
     message: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    applies_to: frozenset[str] = BOTH_DIRECTIONS
+
+    def applies(self, direction: str) -> bool:
+        """True when the rule checks texts of this direction (``input`` or ``output``)."""
+        return direction in self.applies_to
 
     @property
     def kind(self) -> str:

@@ -79,8 +79,14 @@ class MemoryRateLimiter(RateLimiter):
         b = self.buckets.get(key_id)
         if b is None or b.capacity != limit or b.window != window:
             # A new key, or its limit changed: start from a full bucket of the new size,
-            # keeping what was already used up so a change cannot be used to reset the limit.
-            used = (b.capacity - b.tokens) if b is not None else 0.0
+            # keeping what is still used up so a change cannot be used to reset the limit: the old
+            # bucket refilled up to now (a key idle for a window has used nothing).
+            used = 0.0
+            if b is not None:
+                tokens = b.tokens
+                if now > b.updated:
+                    tokens = min(float(b.capacity), tokens + (now - b.updated) * b.rate)
+                used = b.capacity - tokens
             b = TokenBucket(limit, window, now)
             b.tokens = max(0.0, limit - used)
             self.buckets[key_id] = b

@@ -1,123 +1,65 @@
-"""API keys at rest: the :class:`KeyStore` interface and its SQLite implementation.
+"""API keys in the embedded SQLite store.
 
-Only bcrypt hashes are stored. Every change bumps ``seq`` to one more than the
-largest in the table, so a running daemon picks up exactly the rows changed
-since its last look with one indexed query.
+Only bcrypt hashes are stored. Every change bumps ``seq`` to one more than the largest in use (SQLite
+runs one write at a time, so the numbers follow the commits), so a running daemon picks up exactly
+the keys changed since its last look with one indexed query. A deleted key leaves a tombstone with
+its own change number, which the change feed reports as a revoked key.
 """
 
 from __future__ import annotations
 
-import abc
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from daemon import tokens
 from daemon.errors import NotFoundError, StorageError
-from daemon.units import format_duration
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    """One API key as stored (hashes included; never print them)."""
-
-    key_id: str
-    name: str
-    secret_hash: bytes
-    prev_secret_hash: bytes | None
-    prev_expires_at: float | None
-    created_at: float
-    expires_at: float | None
-    revoked_at: float | None
-    rotated_at: float | None
-    last_used_at: float | None
-    rate_limit: int
-    rate_window: float
-    policy: str
-    seq: int
-
-    def status(self, now: float | None = None) -> str:
-        """``active``, ``revoked`` or ``expired``."""
-        now = time.time() if now is None else now
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.expires_at is not None and now >= self.expires_at:
-            return "expired"
-        return "active"
-
-    def public(self, now: float | None = None) -> dict[str, Any]:
-        """The key as shown to users: no hashes."""
-        d = asdict(self)
-        for secret in ("secret_hash", "prev_secret_hash", "seq"):
-            d.pop(secret)
-        d["status"] = self.status(now)
-        d["rate_limit"] = f"{self.rate_limit}/{format_duration(self.rate_window)}"
-        d["grace_until"] = d.pop("prev_expires_at")
-        return d
-
+from daemon.storage.interface import UPDATABLE_KEY_FIELDS, KeyRecord, KeyStore
+from daemon.storage.sqlite_db import connect
 
 _COLUMNS = (
     "key_id, name, secret_hash, prev_secret_hash, prev_expires_at, created_at, expires_at, revoked_at, "
     "rotated_at, last_used_at, rate_limit, rate_window, policy, seq"
 )
-_NEXT_SEQ = "(SELECT COALESCE(MAX(seq), 0) + 1 FROM api_keys)"
+_NEXT_SEQ = (
+    "(SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM api_keys), (SELECT COALESCE(MAX(seq), 0) FROM key_tombstones))"
+    " + 1)"
+)
 
 
 def _record(row: sqlite3.Row | tuple[Any, ...]) -> KeyRecord:
     return KeyRecord(*row)
 
 
-class KeyStore(abc.ABC):
-    """Where keys live. Narrow on purpose so that other stores can stand beside SQLite."""
-
-    @abc.abstractmethod
-    async def create(
-        self, name: str, secret_hash: bytes, rate_limit: int, rate_window: float,
-        expires_at: float | None, policy: str, key_id: str | None = None,
-    ) -> KeyRecord:
-        """Store a new key and return it."""
-
-    @abc.abstractmethod
-    async def get(self, key_id: str) -> KeyRecord | None:
-        """The key with this id, or None."""
-
-    @abc.abstractmethod
-    async def list_all(self) -> list[KeyRecord]:
-        """Every key, oldest first."""
-
-    @abc.abstractmethod
-    async def revoke(self, key_id: str, at: float) -> KeyRecord:
-        """Mark a key revoked; NotFoundError if there is none."""
-
-    @abc.abstractmethod
-    async def rotate(self, key_id: str, secret_hash: bytes, grace_until: float | None, at: float) -> KeyRecord:
-        """Replace a key's secret; the old one stays valid until ``grace_until``."""
-
-    @abc.abstractmethod
-    async def update(self, key_id: str, **fields: Any) -> KeyRecord:
-        """Change name, rate_limit, rate_window, policy or expires_at."""
-
-    @abc.abstractmethod
-    async def changed_since(self, seq: int) -> list[KeyRecord]:
-        """Keys changed after change number ``seq``, in change order."""
-
-    @abc.abstractmethod
-    async def touch(self, last_used: Mapping[str, float]) -> None:
-        """Record last-use times in one write (never per request)."""
-
-
-_UPDATABLE = {"name", "rate_limit", "rate_window", "policy", "expires_at"}
 
 
 class SqliteKeyStore(KeyStore):
-    """KeyStore over an aiosqlite connection."""
+    """KeyStore over an aiosqlite connection to the database file."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        self.db = db
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The open connection."""
+        if self._db is None:
+            raise StorageError("the key store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        """Connect to (and migrate) the database."""
+        self._db = await connect(self.path)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
 
     async def _one(self, sql: str, params: Iterable[Any]) -> KeyRecord | None:
         async with self.db.execute(sql, tuple(params)) as cur:
@@ -192,7 +134,7 @@ class SqliteKeyStore(KeyStore):
     async def update(self, key_id: str, **fields: Any) -> KeyRecord:
         """Change name, rate_limit, rate_window, policy or expires_at."""
         await self._require(key_id)
-        unknown = set(fields) - _UPDATABLE
+        unknown = set(fields) - UPDATABLE_KEY_FIELDS
         if unknown:
             raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
         if fields:
@@ -202,12 +144,34 @@ class SqliteKeyStore(KeyStore):
             )
         return await self._require(key_id)
 
+    async def delete(self, key_id: str) -> None:
+        """Remove a key, leaving a tombstone for the change feed; NotFoundError if there is none."""
+        await self._require(key_id)
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self.db.execute(
+                f"INSERT OR REPLACE INTO key_tombstones (key_id, deleted_at, seq) VALUES (?, ?, {_NEXT_SEQ})",
+                (key_id, time.time()),
+            )
+            await self.db.execute("DELETE FROM api_keys WHERE key_id = ?", (key_id,))
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+
     async def changed_since(self, seq: int) -> list[KeyRecord]:
-        """Keys changed after change number ``seq``, in change order."""
+        """Keys changed after change number ``seq``, in change order (deleted keys as revoked tombstones)."""
         async with self.db.execute(
             f"SELECT {_COLUMNS} FROM api_keys WHERE seq > ? ORDER BY seq", (seq,)
         ) as cur:
-            return [_record(tuple(r)) for r in await cur.fetchall()]
+            changed = [_record(tuple(r)) for r in await cur.fetchall()]
+        async with self.db.execute(
+            "SELECT key_id, deleted_at, seq FROM key_tombstones WHERE seq > ? ORDER BY seq", (seq,)
+        ) as cur:
+            gone = [tombstone(k, at, s) for k, at, s in await cur.fetchall()]
+        if gone:
+            changed = sorted(changed + gone, key=lambda r: r.seq)
+        return changed
 
     async def touch(self, last_used: Mapping[str, float]) -> None:
         """Record last-use times in one transaction (last_used_at never moves back)."""
@@ -223,3 +187,8 @@ class SqliteKeyStore(KeyStore):
         except BaseException:
             await self.db.execute("ROLLBACK")
             raise
+
+
+def tombstone(key_id: str, deleted_at: float, seq: int) -> KeyRecord:
+    """How the change feed reports a deleted key: revoked, with no secret that could match."""
+    return KeyRecord(key_id, "", b"", None, None, deleted_at, None, deleted_at, None, None, 1, 1.0, "default", seq)

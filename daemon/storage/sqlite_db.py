@@ -1,4 +1,4 @@
-"""Opening the SQLite database and applying the numbered migrations.
+"""The embedded store: opening the SQLite database and applying the numbered migrations.
 
 The CLI and the daemon use the same file at once: WAL mode lets readers go on
 while one writer writes, and the busy timeout makes a second writer wait for
@@ -87,6 +87,37 @@ MIGRATIONS: Sequence[Migration] = (
         CREATE INDEX decisions_request_id ON decisions (request_id);
         """,
     ),
+    Migration(
+        3,
+        "per-writer hash chains, keyed input fingerprints, direction, rate-limit state, metadata, key deletion",
+        # Records written so far become the chain 'legacy' in format 1 (seq = id, which they chained);
+        # input_sha256 keeps its values under its new name, since the chain hashes values by position.
+        """
+        ALTER TABLE decisions RENAME COLUMN input_sha256 TO input_fingerprint;
+        ALTER TABLE decisions ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE decisions ADD COLUMN chain TEXT NOT NULL DEFAULT 'legacy';
+        ALTER TABLE decisions ADD COLUMN seq INTEGER;
+        ALTER TABLE decisions ADD COLUMN direction TEXT;
+        ALTER TABLE decisions ADD COLUMN rate_limit TEXT;
+        ALTER TABLE decisions ADD COLUMN metadata TEXT;
+        UPDATE decisions SET seq = id;
+        CREATE UNIQUE INDEX decisions_chain_seq ON decisions (chain, seq);
+        CREATE TABLE chains (
+            chain      TEXT PRIMARY KEY,
+            head_seq   INTEGER NOT NULL,
+            head_hash  TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        INSERT INTO chains (chain, head_seq, head_hash, created_at)
+            SELECT 'legacy', id, hash, time FROM decisions ORDER BY id DESC LIMIT 1;
+        CREATE TABLE key_tombstones (
+            key_id     TEXT PRIMARY KEY,
+            deleted_at REAL NOT NULL,
+            seq        INTEGER NOT NULL
+        );
+        CREATE INDEX key_tombstones_seq ON key_tombstones (seq);
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -125,9 +156,17 @@ def applied_versions(conn: sqlite3.Connection) -> set[int]:
     return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
 
 
+def pending_versions(conn: sqlite3.Connection) -> list[int]:
+    """The migrations this aigov has that the database lacks."""
+    done = applied_versions(conn)
+    return [m.version for m in MIGRATIONS if m.version not in done]
+
+
 def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
     """Apply the pending migrations in order, each in its own transaction; return those applied."""
     done = applied_versions(conn)
+    if not migrations:
+        return []
     newer = [v for v in done if v > migrations[-1].version]
     if newer:
         raise StorageError(

@@ -1,0 +1,66 @@
+"""``aigov db``: the store's schema and contents (``status``), its migrations (``upgrade``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from aigov_cli.output import config as load_cfg
+
+app = typer.Typer(help="The database of keys and decisions: status, schema migrations.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``aigov db`` to the root app."""
+    root.add_typer(app, name="db")
+
+
+@app.command("status")
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing)."""
+    from aigov_cli.output import print_json
+    from daemon.storage import decision_reader
+    from daemon.storage.sqlite_db import SCHEMA_VERSION
+
+    cfg = load_cfg()
+    with decision_reader(cfg, migrate=False) as reader:
+        out: dict[str, Any] = {
+            "backend": reader.backend,
+            "location": reader.location(),
+            "schema_version": reader.schema_version(),
+            "current_version": SCHEMA_VERSION,
+            "pending_migrations": reader.pending_migrations(),
+        }
+        out["rows"] = reader.counts() if not out["pending_migrations"] else None
+    if as_json:
+        print_json(out)
+        return
+    typer.echo(f"backend   {out['backend']} ({out['location']})")
+    pending = out["pending_migrations"]
+    typer.echo(f"schema    version {out['schema_version']} of {out['current_version']}"
+               + (f"; pending: {', '.join(map(str, pending))} (run `aigov db upgrade`)" if pending else ", current"))
+    if out["rows"] is not None:
+        typer.echo("rows      " + ", ".join(f"{table} {n}" for table, n in out["rows"].items()))
+
+
+@app.command("upgrade")
+def upgrade(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Apply pending schema migrations (each in its own transaction; safe to run from several places at once)."""
+    from aigov_cli.output import print_json
+    from daemon.storage import decision_reader
+
+    cfg = load_cfg()
+    with decision_reader(cfg, migrate=False) as reader:
+        applied = reader.upgrade()
+        version = reader.schema_version()
+    if as_json:
+        print_json({"applied": applied, "schema_version": version})
+    elif applied:
+        typer.echo(f"applied migration(s) {', '.join(map(str, applied))}; schema version {version}")
+    else:
+        typer.echo(f"nothing to do; schema version {version} is current")

@@ -1,0 +1,1 @@
+"""Where applications meet aigov: guards for the SDKs they already call models with."""
