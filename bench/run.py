@@ -374,6 +374,126 @@ def bench_open_latency(env: dict[str, str], token: str, rate: int = 2000) -> dic
             "errors": sum(r["errors"] or 0 for r in runs["daemon"])}
 
 
+class PrivateRedis:
+    """A redis-server of the bench's own on a free port, pinned to core 1 beside wrk (nothing saved)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="aigov-bench-redis-")
+        self.p = subprocess.Popen(pin(1) + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                            "--save", "", "--appendonly", "no", "--dir", self.dir],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        """Its redis:// URL."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        """Kill it and remove its directory."""
+        self.p.kill()
+        self.p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def burst_exactness(urls: list[str], token: str, n: int) -> int:
+    """How many of ``n`` simultaneous checks, spread over ``urls``, answered 200."""
+    import aiohttp
+
+    async def run() -> int:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as session:
+
+            async def one(i: int) -> int:
+                async with session.post(f"{urls[i % len(urls)]}/v1/check", data=BODY,
+                                        headers={"Authorization": f"Bearer {token}",
+                                                 "Content-Type": "application/json"}) as r:
+                    await r.read()
+                    return r.status
+
+            statuses = await asyncio.gather(*(one(i) for i in range(n)))
+        return statuses.count(200)
+
+    return asyncio.run(run())
+
+
+def bench_several(env: dict[str, str], token: str) -> dict[str, Any]:
+    """With the Redis limiter: /v1/check req/s against the baseline (alternating rounds, daemon on core 0),
+    p99 at 2,000 req/s offered, and the exactness of a limit over two workers and a second daemon."""
+    if not shutil.which("redis-server"):
+        return {"error": "redis-server is not installed"}
+    redis = PrivateRedis()
+    renv = dict(env, AIGOV_RATE_LIMIT_URL=redis.url, AIGOV_REDIS_PREFIX="bench")
+    script = lua(token)
+    runs: dict[str, list[dict[str, float]]] = {"daemon": [], "bare": []}
+    try:
+        for _ in range(ROUNDS):
+            for name, start in (("daemon", lambda: start_daemon(renv)), ("bare", start_bare)):
+                p = start()
+                try:
+                    wrk(p.url, script, 1)
+                    runs[name].append(wrk(p.url, script, SECONDS))
+                finally:
+                    p.stop()
+        d = start_daemon(renv)
+        try:
+            wrk(d.url, script, 1)
+            open_runs = [loadtest(d.url, renv, token, 2000) for _ in range(max(1, min(ROUNDS, 3)))]
+        finally:
+            d.stop()
+        exact = several_daemons_exactness(renv)
+    finally:
+        redis.stop()
+    med = lambda name, k: statistics.median(r[k] for r in runs[name])  # noqa: E731
+    return {
+        "daemon_rps": [r["rps"] for r in runs["daemon"]], "bare_rps": [r["rps"] for r in runs["bare"]],
+        "ratio_median": med("daemon", "rps") / med("bare", "rps"),
+        "ratio_per_round": [round(a["rps"] / b["rps"], 3) for a, b in zip(runs["daemon"], runs["bare"], strict=True)],
+        **{f"daemon_{p}_ms": med("daemon", f"{p}_ms") for p in ("p50", "p90", "p99")},
+        "daemon_non2xx": sum(r["non2xx"] for r in runs["daemon"]),
+        "open_p50_ms": statistics.median(r["p50_ms"] for r in open_runs),
+        "open_p99_ms": statistics.median(r["p99_ms"] for r in open_runs),
+        "open_runs": open_runs,
+        **exact,
+    }
+
+
+def several_daemons_exactness(renv: dict[str, str], limit: int = 50, n: int = 400, rounds: int = 5) -> dict[str, Any]:
+    """``rounds`` bursts of ``n`` checks of a fresh key of limit ``limit``, over 2 workers and a second daemon."""
+    home_a = Path(renv["AIGOV_HOME"]).parent / f"aigov-bench-exact-{os.getpid()}"
+    home_b = home_a.with_name(home_a.name + "-b")
+    for h in (home_a, home_b):
+        h.mkdir(mode=0o700, exist_ok=True)
+    env_a = dict(renv, AIGOV_HOME=str(home_a), AIGOV_REDIS_PREFIX="bench-exact")
+    env_b = dict(env_a, AIGOV_HOME=str(home_b), AIGOV_DB_PATH=str(home_a / "aigov.db"))
+    a = b = None
+    try:
+        port_a, port_b = free_port(), free_port()
+        a = Proc([AIGOV, "serve", "--port", str(port_a), "--workers", "2"], env_a, f"http://127.0.0.1:{port_a}")
+        b = Proc([AIGOV, "serve", "--port", str(port_b)], env_b, f"http://127.0.0.1:{port_b}")
+        allowed = []
+        for _ in range(rounds):
+            r = subprocess.run([AIGOV, "keys", "create", "--name", "exact", "--rate-limit", f"{limit}/1h", "--json"],
+                               env=env_a, capture_output=True, text=True, check=True)
+            allowed.append(burst_exactness([a.url, b.url], json.loads(r.stdout)["token"], n))
+    finally:
+        for p in (a, b):
+            if p is not None:
+                p.stop()
+        for h in (home_a, home_b):
+            shutil.rmtree(h, ignore_errors=True)
+    return {"exact_limit": limit, "exact_burst": n, "exact_allowed": allowed,
+            "exactness": sum(1 for x in allowed if x == limit) / len(allowed)}
+
+
 def bench_wrong_secrets(env: dict[str, str], token: str, key_id: str) -> dict[str, Any]:
     """p99 of valid requests while 50 wrong-secret requests for real key ids arrive.
 
@@ -549,6 +669,22 @@ def summary(res: dict[str, Any]) -> str:
          f"second-half growth {rss['rss_mb_growth_second_half']:+.1f} MB)"),
         ("aigov --help", "< 300 ms", f"{h['median_ms']:.0f} ms median"),
     ]
+    sv = res.get("several", {})
+    if "ratio_median" in sv:
+        rows += [
+            ("/v1/check req/s with the Redis limiter vs bare aiohttp (median ratio, daemon on one core)", ">= 0.50",
+             f"{sv['ratio_median']:.2f} (per round {sv['ratio_per_round']}; p50/p90/p99 saturated "
+             f"{sv['daemon_p50_ms']:.2f}/{sv['daemon_p90_ms']:.2f}/{sv['daemon_p99_ms']:.2f} ms)"),
+            ("p99 at 2000 req/s offered, Redis limiter (aigov loadtest, open model)", "< 3 ms",
+             f"{sv['open_p99_ms']:.2f} ms (p50 {sv['open_p50_ms']:.2f} ms)"),
+            (f"exactness: limit {sv['exact_limit']}, {sv['exact_burst']} simultaneous checks over 2 workers and "
+             "a second daemon on one Redis", "100 %",
+             f"{sv['exactness'] * 100:.0f} % of rounds exact (allowed per round: {sv['exact_allowed']})"),
+        ]
+    elif sv:
+        rows.append(("several processes on Redis", "-", f"not measured: {sv.get('error')}"))
+    rows.append(("latency shape, memory limiter, 32 connections saturated: p50/p90/p99", "no worse than before",
+                 f"{t['daemon_p50_ms']:.2f}/{t['daemon_p90_ms']:.2f}/{t['daemon_p99_ms']:.2f} ms"))
     rl = res.get("redis_limiter", {})
     if "aigov_batched" in rl:
         b, one, base, piped = (rl["aigov_batched"], rl["aigov_one_at_a_time"], rl["redis_py_concurrent"],
@@ -603,6 +739,7 @@ def main() -> None:
              ("open_latency", lambda: bench_open_latency(env, token)),
              ("wrong_secrets", lambda: bench_wrong_secrets(env, token, key_id)),
              ("rss", lambda: bench_rss(env, token)), ("detectors", bench_detectors),
+             ("several", lambda: bench_several(env, token)),
              ("redis_limiter", bench_redis_limiter), ("client", bench_client)]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

@@ -111,7 +111,11 @@ def parse_request(data: Any) -> GuardrailRequest:
         raise GuardrailRequestError(f"field 'texts' may hold at most {MAX_TEXTS} texts, not {len(raw_texts)}")
     texts = tuple(_text(t, f"texts[{i}]") for i, t in enumerate(raw_texts))
     params = data.get("additional_provider_specific_params")
-    operation = params.get("operation") if isinstance(params, dict) else None
+    if params is not None and not isinstance(params, dict):
+        raise GuardrailRequestError(
+            f"field 'additional_provider_specific_params' must be an object or null, not {_kind(params)}"
+        )
+    operation = params.get("operation") if params else None
     call_id = data.get("litellm_call_id")
     return GuardrailRequest(
         input_type=input_type,

@@ -232,16 +232,16 @@ def validate(data: Any) -> tuple[str, str, str, str, dict[str, Any] | None]:
         raise ValidationError(f"field 'metadata' may have at most {MAX_METADATA_KEYS} keys")
     for k, v in meta.items():
         # The key is checked first: the next messages echo it, and a lone surrogate cannot be encoded.
-        if not 1 <= len(k) <= MAX_METADATA_KEY_CHARS or _SURROGATE.search(k):
-            raise ValidationError(f"field 'metadata' keys must be 1 to {MAX_METADATA_KEY_CHARS} characters of "
+        if len(k) > MAX_METADATA_KEY_CHARS or _SURROGATE.search(k):
+            raise ValidationError(f"field 'metadata' keys must be at most {MAX_METADATA_KEY_CHARS} characters of "
                                   "valid Unicode")
         where = f"field 'metadata.{k}'"
         if isinstance(v, dict | list):
             raise ValidationError(f"{where} must be a string, number, boolean or null")
         if isinstance(v, str) and (len(v) > MAX_METADATA_VALUE_CHARS or _SURROGATE.search(v)):
             raise ValidationError(f"{where} must be at most {MAX_METADATA_VALUE_CHARS} characters of valid Unicode")
-        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
-            raise ValidationError(f"{where} is too large (integers must fit in 64 bits)")
+        if isinstance(v, int | float) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+            raise ValidationError(f"{where} is too large (numbers must be within the range of a 64-bit integer)")
     return model, operation, text, direction, meta
 
 

@@ -21,7 +21,7 @@ def _err(status: int, what: str, headers: dict[str, Any] | None = None) -> dict[
 
 
 def openapi_spec() -> dict[str, Any]:
-    """The OpenAPI 3.0 document served at ``/openapi.json``."""
+    """The OpenAPI 3.1 document served at ``/openapi.json`` (its schemas are JSON Schema 2020-12)."""
     rl_headers = {
         "X-RateLimit-Limit": {"schema": {"type": "integer"}, "description": "requests per window"},
         "X-RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "requests left now"},
@@ -30,7 +30,7 @@ def openapi_spec() -> dict[str, Any]:
     }
     text_ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "aigov daemon",
             "version": __version__,
@@ -137,15 +137,22 @@ def openapi_spec() -> dict[str, Any]:
                         "operation": {"type": "string", "minLength": 1, "maxLength": 256},
                         "input_text": {"type": "string"},
                         "direction": {
-                            "type": "string", "enum": ["input", "output"], "default": "input", "nullable": True,
-                            "description": "input: a text sent to a model; output: a model's answer. "
-                                           "Only the policy rules whose applies_to names it run.",
+                            "type": ["string", "null"], "enum": ["input", "output", None], "default": "input",
+                            "description": "input: a text sent to a model; output: a model's answer (null: "
+                                           "input). Only the policy rules whose applies_to names it run.",
                         },
                         "metadata": {
                             "type": "object",
+                            "description": "Recorded with the decision: at most 16 keys of at most 64 characters; "
+                                           "values are strings of at most 1024 characters, numbers within "
+                                           "the range of a 64-bit integer, booleans or null.",
                             "maxProperties": 16,
-                            "additionalProperties": {"nullable": True, "oneOf": [
-                                {"type": "string"}, {"type": "number"}, {"type": "boolean"}]},
+                            "propertyNames": {"maxLength": 64},
+                            "additionalProperties": {"anyOf": [
+                                {"type": "null"},
+                                {"type": "string", "maxLength": 1024},
+                                {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1},
+                                {"type": "boolean"}]},
                         },
                     },
                 },
@@ -157,8 +164,8 @@ def openapi_spec() -> dict[str, Any]:
                         "detector": {"type": "string"},
                         "action": {"type": "string", "enum": ["block", "redact", "monitor"]},
                         "message": {"type": "string"},
-                        "start": {"type": "integer", "nullable": True},
-                        "end": {"type": "integer", "nullable": True},
+                        "start": {"type": ["integer", "null"]},
+                        "end": {"type": ["integer", "null"]},
                     },
                 },
                 "CheckResponse": {
@@ -173,7 +180,7 @@ def openapi_spec() -> dict[str, Any]:
                             "type": "object",
                             "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
                         },
-                        "redacted_text": {"type": "string", "nullable": True},
+                        "redacted_text": {"type": ["string", "null"]},
                     },
                 },
                 "GuardrailRequest": {
@@ -182,15 +189,16 @@ def openapi_spec() -> dict[str, Any]:
                     "required": ["input_type"],
                     "properties": {
                         "input_type": {"type": "string", "enum": ["request", "response"]},
-                        "texts": {"type": "array", "items": {"type": "string"}, "nullable": True, "maxItems": 4096},
-                        "model": {"type": "string", "nullable": True, "maxLength": 256},
-                        "litellm_call_id": {"type": "string", "nullable": True},
-                        "litellm_trace_id": {"type": "string", "nullable": True},
-                        "request_data": {"type": "object"},
-                        "structured_messages": {"type": "array", "nullable": True, "items": {"type": "object"}},
+                        "texts": {"type": ["array", "null"], "items": {"type": "string"}, "maxItems": 4096},
+                        "model": {"type": ["string", "null"], "maxLength": 256},
+                        "litellm_call_id": {"type": ["string", "null"]},
+                        "litellm_trace_id": {"description": "not read by aigov"},
+                        "request_data": {"description": "not read by aigov"},
+                        "structured_messages": {"description": "not read by aigov"},
                         "additional_provider_specific_params": {
-                            "type": "object", "nullable": True,
-                            "properties": {"operation": {"type": "string", "description": "default: chat"}},
+                            "type": ["object", "null"],
+                            "properties": {"operation": {"type": ["string", "null"],
+                                                         "description": "null or absent: chat"}},
                         },
                     },
                 },
@@ -199,8 +207,8 @@ def openapi_spec() -> dict[str, Any]:
                     "required": ["action", "blocked_reason", "texts"],
                     "properties": {
                         "action": {"type": "string", "enum": ["BLOCKED", "GUARDRAIL_INTERVENED", "NONE"]},
-                        "blocked_reason": {"type": "string", "nullable": True},
-                        "texts": {"type": "array", "items": {"type": "string"}, "nullable": True,
+                        "blocked_reason": {"type": ["string", "null"]},
+                        "texts": {"type": ["array", "null"], "items": {"type": "string"},
                                   "description": "one per request text, when a rule redacted any"},
                     },
                 },

@@ -13,10 +13,13 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import tls
 from daemon.app import SERVICE, create_app, route_hot_path
@@ -26,6 +29,23 @@ from daemon.pidfile import PidFile
 from daemon.sentry import init_sentry
 
 log = logging.getLogger("aigov")
+
+
+class ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, where a request that is not valid HTTP is the client's error, not ours.
+
+    aiohttp answers such a request 400 itself and logs it with a traceback at ERROR (which Sentry would
+    report as a crash); here it is one INFO line. The parser's message is left out: it quotes the bad
+    header line, which may hold a token.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            peer = args[0] if args else "?"
+            self.info("answered %s to a request from %s that is not valid HTTP", exc.code, peer)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)  # type: ignore[arg-type]
 
 
 def _url(host: str, port: int, *, secure: bool) -> str:
@@ -99,7 +119,8 @@ async def run_app(
     init_sentry(config)  # nothing without sentry_dsn
     app = create_app(config, worker=slot, shared=shared)
     svc = app[SERVICE]
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout,
+                           logger=ServerLog(logging.getLogger("aiohttp.server"), {}))
     await runner.setup()
     assert runner.server is not None  # set by setup()
     route_hot_path(app, runner.server)

@@ -14,6 +14,7 @@ import pytest
 
 from aigov_cli.audit import checks_runtime, probes
 from aigov_cli.audit.model import AuditContext, Severity
+from daemon.storage.records import load_or_create_secret
 from tests.audit_homes import records, write_decisions
 from tests.daemon_proc import cli, running_daemon
 
@@ -66,6 +67,7 @@ def good_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert cli(home, "init").returncode == 0
     mk_key(home, "app", "--expires-in", "30d", AIGOV_BCRYPT_COST="12")
     write_decisions(home / "aigov.db", list(records(20)))
+    load_or_create_secret(home / "fingerprint.key")  # what the first `aigov serve` makes
     return home
 
 
@@ -106,6 +108,7 @@ def test_empty_home_works_and_writes_nothing(tmp_path: Path) -> None:
     ("aigov.db", 0o644, "AG102", "high"),
     ("config.toml", 0o666, "AG103", "high"),
     ("policy.toml", 0o644, "AG104", "low"),
+    ("fingerprint.key", 0o640, "AG107", "high"),
     (".", 0o755, "AG101", "medium"),
 ])
 def test_loose_file_modes(good: Path, target: str, mode: int, fid: str, severity: str) -> None:
@@ -176,6 +179,13 @@ def test_pruned_log_still_verifies(good: Path) -> None:
     code, rep = audit(good, AIGOV_BCRYPT_COST="12")
     assert "AG501" not in ids(rep)
     assert code == 0
+
+
+def test_missing_fingerprint_secret(good: Path) -> None:
+    (good / "fingerprint.key").unlink()
+    _, rep = audit(good, AIGOV_BCRYPT_COST="12")
+    f = finding(rep, "AG107")
+    assert f["severity"] == "medium" and "does not exist" in f["evidence"] and "Restore" in f["remediation"]
 
 
 def test_monitor_mode_policy(good: Path) -> None:

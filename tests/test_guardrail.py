@@ -113,6 +113,8 @@ def test_operation_comes_from_the_guardrails_config() -> None:
         (body(PRE, litellm_call_id=5), "field 'litellm_call_id' must be a string"),
         (body(PRE, additional_provider_specific_params={"operation": True}),
          "field 'additional_provider_specific_params.operation' must be a string, not a boolean"),
+        (body(PRE, additional_provider_specific_params=[None, None]),
+         "field 'additional_provider_specific_params' must be an object or null, not an array"),
     ],
 )
 def test_bad_requests_name_the_field(data: Any, message: str) -> None:
@@ -339,7 +341,7 @@ async def test_openapi_documents_the_route_and_direction(client: Client) -> None
     assert spec["components"]["securitySchemes"]["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
     assert spec["components"]["schemas"]["GuardrailResponse"]["properties"]["action"]["enum"] == [
         "BLOCKED", "GUARDRAIL_INTERVENED", "NONE"]
-    assert spec["components"]["schemas"]["CheckRequest"]["properties"]["direction"]["enum"] == ["input", "output"]
+    assert spec["components"]["schemas"]["CheckRequest"]["properties"]["direction"]["enum"] == ["input", "output", None]
 
 
 def test_default_policy_blocks_secrets_in_litellm_responses() -> None:

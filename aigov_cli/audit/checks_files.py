@@ -69,3 +69,22 @@ def check_pid_and_log(ctx: AuditContext) -> list[Finding]:
     p = ctx.config.paths
     return (_mode_finding("AG105", "pid file", p.pid_file, Severity.LOW, 0o600)
             + _mode_finding("AG106", "daemon log", p.log_file, Severity.MEDIUM, 0o600))
+
+
+def check_fingerprint_secret(ctx: AuditContext) -> list[Finding]:
+    """The secret keying the decision log's input fingerprints must exist (once there is a log) and be 0600.
+
+    Whoever reads it can brute-force a short input (a card number, a password) back from its
+    fingerprint in the log or an export; without it, the fingerprints written so far can no longer be
+    matched against new ones.
+    """
+    path = ctx.config.fingerprint_path
+    if not path.exists() and not path.is_symlink():
+        if not ctx.db_exists():
+            return []
+        return [Finding(
+            "AG107", "fingerprint secret is missing", Severity.MEDIUM, f"{path} does not exist",
+            "Restore it from the backup of this home (the next `aigov serve` would make a new one, and the "
+            "fingerprints logged so far could no longer be matched with new ones).", location=str(path),
+        )]
+    return _mode_finding("AG107", "fingerprint secret", path, Severity.HIGH, 0o600)

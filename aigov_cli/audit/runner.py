@@ -17,6 +17,7 @@ CHECKS: Sequence[tuple[str, Check]] = (
     ("config file mode", checks_files.check_config_file),
     ("policy file mode", checks_files.check_policy_file),
     ("pid and log file modes", checks_files.check_pid_and_log),
+    ("fingerprint secret", checks_files.check_fingerprint_secret),
     ("bind address", checks_config.check_bind_address),
     ("TLS key", checks_config.check_tls_key),
     ("bcrypt cost", checks_config.check_bcrypt_cost),
