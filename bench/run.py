@@ -644,6 +644,17 @@ def bench_client() -> dict[str, Any]:
         return {"error": (r.stderr or r.stdout)[-500:]}
 
 
+def bench_postgres() -> dict[str, Any]:
+    """The PostgreSQL store's rows (bench/postgres_bench.py --json; the server of AIGOV_BENCH_POSTGRES_URL,
+    AIGOV_TEST_POSTGRES_URL or 127.0.0.1:5432/test, in a schema of its own)."""
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "postgres_bench.py"), "--json"], cwd=ROOT,
+                       capture_output=True, text=True, env=dict(os.environ, BENCH_QUICK="1" if QUICK else ""))
+    try:
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+    except ValueError:
+        return {"error": (r.stderr or r.stdout)[-500:]}
+
+
 def summary(res: dict[str, Any]) -> str:
     """The markdown table of goals and measured values."""
     t, w, rss, dr, h = res["throughput"], res["wrong_secrets"], res["rss"], res["drain"], res["help"]
@@ -710,6 +721,23 @@ def summary(res: dict[str, Any]) -> str:
         ]
     elif isinstance(cl, dict) and "error" in cl:
         rows.append(("integrations (bench/client_bench.py)", "-", f"failed: {cl['error'][-200:]}"))
+    pg = res.get("postgres", {})
+    if "drain" in pg:
+        d = pg["drain"]
+        rows.append(("decision drain into PostgreSQL, batches of 50 (bench/postgres_bench.py)",
+                     ">= 50,000 records/s", f"{d['batch_50_records_per_second']:,.0f} records/s "
+                     f"(a backlog, as the daemon drains it: {d['backlog_records_per_second']:,.0f})"))
+    if "ratio_median" in pg.get("throughput", {}):
+        t2 = pg["throughput"]
+        rows.append(("/v1/check with PostgreSQL / with SQLite (side by side, CPU per request)", ">= 0.9",
+                     f"{t2['ratio_median']:.2f} ({t2['postgresql_cpu_us_median']:.0f} vs "
+                     f"{t2['sqlite_cpu_us_median']:.0f} µs per request)"))
+    if "revocation" in pg:
+        rv = pg["revocation"]
+        rows.append((f"key revoked -> refused by a second daemon, {rv['revocations']} revocations", "p99 < 1 s",
+                     f"p99 {rv['p99_ms']:.0f} ms (p50 {rv['p50_ms']:.0f} ms)"))
+    if "error" in pg:
+        rows.append(("PostgreSQL store (bench/postgres_bench.py)", "-", f"not measured: {pg['error']}"))
     lines = ["| measure | goal | measured |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     lines.append("")
     lines.append(f"Runs: {t['rounds']} alternating rounds of {t['seconds']} s; daemon req/s {t['daemon_rps']}, "
@@ -739,7 +767,7 @@ def main() -> None:
              ("open_latency", lambda: bench_open_latency(env, token)),
              ("wrong_secrets", lambda: bench_wrong_secrets(env, token, key_id)),
              ("rss", lambda: bench_rss(env, token)), ("detectors", bench_detectors),
-             ("several", lambda: bench_several(env, token)),
+             ("several", lambda: bench_several(env, token)), ("postgres", bench_postgres),
              ("redis_limiter", bench_redis_limiter), ("client", bench_client)]
     for name, fn in steps:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

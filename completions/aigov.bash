@@ -7,7 +7,7 @@ _aigov_subcommands() {
     case "$1" in
         "") echo "audit dashboard db init keys loadtest logs policy serve service status stop" ;;
         "dashboard") echo "export prometheus-config" ;;
-        "db") echo "status upgrade" ;;
+        "db") echo "copy status upgrade" ;;
         "keys") echo "create list revoke rotate show update" ;;
         "logs") echo "export prune stats" ;;
         "policy") echo "check reload show test" ;;
@@ -22,6 +22,7 @@ _aigov_options() {
         "dashboard export") echo "--out --title --datasource-uid --help" ;;
         "dashboard prometheus-config") echo "--job --interval --url --full --help" ;;
         "db") echo "--help" ;;
+        "db copy") echo "--to --json --help" ;;
         "db status") echo "--json --help" ;;
         "db upgrade") echo "--json --help" ;;
         "init") echo "--force --help" ;;
@@ -56,6 +57,7 @@ _aigov_value_options() {
         "audit") echo "--url --sarif --fail-on" ;;
         "dashboard export") echo "--out --title --datasource-uid" ;;
         "dashboard prometheus-config") echo "--job --interval --url" ;;
+        "db copy") echo "--to" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy" ;;
         "keys rotate") echo "--grace" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in" ;;

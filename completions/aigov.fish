@@ -27,7 +27,7 @@ function __aigov_subcommands
         case 'dashboard'
             printf '%s\n' export prometheus-config
         case 'db'
-            printf '%s\n' status upgrade
+            printf '%s\n' copy status upgrade
         case 'keys'
             printf '%s\n' create list revoke rotate show update
         case 'logs'
@@ -49,6 +49,8 @@ function __aigov_value_options
             printf '%s\n' --out --title --datasource-uid
         case 'dashboard prometheus-config'
             printf '%s\n' --job --interval --url
+        case 'db copy'
+            printf '%s\n' --to
         case 'keys create'
             printf '%s\n' --name --rate-limit --expires-in --policy
         case 'keys rotate'
@@ -87,7 +89,7 @@ end
 complete -c aigov -f
 complete -c aigov -n "__aigov_at ''" -a audit -d 'Audit this deployment: file modes, bind address, keys, policy, the decision-log chain, live probes.'
 complete -c aigov -n "__aigov_at ''" -a dashboard -d 'Grafana dashboard and Prometheus configuration for the daemons metrics.'
-complete -c aigov -n "__aigov_at ''" -a db -d 'The database of keys and decisions: status, schema migrations.'
+complete -c aigov -n "__aigov_at ''" -a db -d 'The database of keys and decisions: status, schema migrations, copying to PostgreSQL.'
 complete -c aigov -n "__aigov_at ''" -a init -d 'Write a commented default config.toml and policy.toml (never overwrites without --force).'
 complete -c aigov -n "__aigov_at ''" -a keys -d 'Create, list, show, revoke and rotate API keys.'
 complete -c aigov -n "__aigov_at ''" -a loadtest -d 'Measure the daemon under load (normal, burst, stress, soak) against its SLA.'
@@ -118,9 +120,13 @@ complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l interval -r -
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l url -r -d 'Scrape the daemon at this URL (e.g. http://aigov:8080 in a compose network). [default: the daemon of this home]'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l full -d 'Print a whole prometheus.yml instead of one scrape job.'
 complete -c aigov -n "__aigov_at 'dashboard prometheus-config'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'db'" -a copy -d 'Copy keys and decisions from the SQLite store into an empty PostgreSQL store (chains verified on arrival).'
 complete -c aigov -n "__aigov_at 'db'" -a status -d 'Show the backend, where it is, the schema version, pending migrations and row counts (migrates nothing).'
 complete -c aigov -n "__aigov_at 'db'" -a upgrade -d 'Apply pending schema migrations (each in its own transaction; safe to run from several places at once).'
 complete -c aigov -n "__aigov_at 'db'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'db copy'" -l to -r -d 'The PostgreSQL store to fill: postgresql://USER[:PW]@HOST:PORT/DB.'
+complete -c aigov -n "__aigov_at 'db copy'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'db copy'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'db status'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'db status'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'db upgrade'" -l json -d 'Print one JSON document.'

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from daemon.app import SERVICE, create_app
 from daemon.config import Config, load_config
 from daemon.keyadmin import create, with_store
-from daemon.storage.sqlite_decisions import SqliteDecisionStore
+from tests.backends import Backend
 
 BODY = {"model": "gpt-4o", "operation": "chat", "input_text": "What is the capital of France?"}
 Client = TestClient  # type: ignore[type-arg]
@@ -33,7 +33,8 @@ async def make_key(cfg: Config, limit: int = 1000, window: float = 60.0, policy:
 
 
 @pytest.fixture
-def cfg(home: Path) -> Config:
+def cfg(backend: Backend) -> Config:
+    """The app's configuration, on each store (the auth and decision tests run on both)."""
     return load_config({"log_flush_interval": 0.05})
 
 
@@ -145,7 +146,7 @@ async def test_made_up_key_ids_share_a_few_looks_at_the_key_table(home: Path, ai
 
 
 async def test_a_key_rotated_while_running_takes_its_new_token_at_once(
-    home: Path, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from daemon import tokens
     from daemon.auth import Authenticator
@@ -393,15 +394,14 @@ async def test_503_when_decision_log_stays_full(cfg: Config, client: Client, tok
     # Park the writer on a "slow disk" so that nothing drains the queue.
     release, entered = threading.Event(), threading.Event()
     store = svc.dlog.store
-    assert isinstance(store, SqliteDecisionStore)
-    real = store.write_sync
+    real = store.write
 
-    def slow(batch: Any) -> None:
+    async def slow(batch: Any) -> None:
         entered.set()
-        release.wait(30)
-        real(batch)
+        await asyncio.to_thread(release.wait, 30)
+        await real(batch)
 
-    store.write_sync = slow  # type: ignore[method-assign]
+    store.write = slow  # type: ignore[method-assign]
     try:
         svc.dlog.offer(svc_entry())
         await asyncio.to_thread(entered.wait, 10)
@@ -476,9 +476,7 @@ async def test_policy_model_deny_and_too_long(home: Path, aiohttp_client: MakeCl
     assert 'aigov_governance_blocked_total{rule="model.denied"} 2.0' in text
 
 
-async def test_decisions_reach_the_database(cfg: Config, client: Client, token: str) -> None:
-    import sqlite3
-
+async def test_decisions_reach_the_database(cfg: Config, client: Client, token: str, backend: Backend) -> None:
     await refresh(client)
     ids = []
     for _ in range(5):
@@ -488,7 +486,5 @@ async def test_decisions_reach_the_database(cfg: Config, client: Client, token: 
         if svc.stats.decisions_written >= 5:
             break
         await asyncio.sleep(0.02)
-    conn = sqlite3.connect(cfg.db_file)
-    got = [r[0] for r in conn.execute("SELECT request_id FROM decisions ORDER BY id")]
-    conn.close()
+    got = [r[0] for r in backend.sql("SELECT request_id FROM decisions ORDER BY id")]
     assert got == ids

@@ -16,6 +16,7 @@ from aigov_cli.audit import checks_runtime, probes
 from aigov_cli.audit.model import AuditContext, Severity
 from daemon.storage.records import load_or_create_secret
 from tests.audit_homes import records, write_decisions
+from tests.backends import Backend
 from tests.daemon_proc import cli, running_daemon
 
 
@@ -465,3 +466,31 @@ def test_unreachable_url_is_a_finding(good: Path) -> None:
 def test_bad_url_is_a_usage_error(good: Path) -> None:
     r = cli(good, "audit", "--skip-deps", "--url", "ftp://x")
     assert r.returncode == 2 and "--url" in r.stderr
+
+
+# --- the same checks on each store (the tests above build SQLite homes) ---------------------------
+
+
+@pytest.mark.parametrize(("tamper", "named"), [
+    ("UPDATE decisions SET model = 'tampered' WHERE id = 8", "id 8"),
+    ("DELETE FROM decisions WHERE id = 5", "id 6"),
+    ("DELETE FROM decisions WHERE seq > 18", "newest 2 record(s) were deleted"),
+])
+def test_a_broken_chain_is_critical_and_named_on_each_store(backend: Backend, tamper: str, named: str) -> None:
+    backend.write_decisions(records(20))
+    code, rep = audit_cli(backend.home, "--fail-on", "high")
+    assert "AG501" not in ids(rep) and code == 0, rep["findings"]
+    backend.sql(tamper)
+    code, rep = audit_cli(backend.home, "--fail-on", "high")
+    f = finding(rep, "AG501")
+    assert f["severity"] == "critical" and named in f["evidence"] and "test/w0" in f["evidence"], f
+    assert code == 1
+
+
+def test_an_old_schema_is_reported_not_migrated_on_each_store(backend: Backend) -> None:
+    backend.write_decisions(records(3))
+    backend.sql("DELETE FROM schema_migrations WHERE version = 3")
+    code, rep = audit_cli(backend.home, "--fail-on", "high")
+    f = finding(rep, "AG603")
+    assert "pending: 3" in f["evidence"] and "aigov db upgrade" in f["remediation"]
+    assert backend.sql("SELECT count(*) FROM schema_migrations WHERE version = 3") == [(0,)]

@@ -17,18 +17,18 @@ from typing import Any
 import pytest
 
 from aigov_cli.logs.query import Filter, parse_time
-from daemon.storage.sqlite_decisions import SqliteDecisionReader, where
 from tests.audit_homes import records, write_decisions
+from tests.backends import Backend
 from tests.daemon_proc import AIGOV, cli, create_key, env_for, running_daemon
 
 N = 40
 
 
 @pytest.fixture
-def logged(home: Path) -> Path:
-    """A home with N decisions, one minute apart, ending now; every 4th blocked."""
-    write_decisions(home / "aigov.db", list(records(N, step=60)))
-    return home
+def logged(backend: Backend) -> Path:
+    """A home with N decisions, one minute apart, ending now; every 4th blocked (on each store)."""
+    backend.write_decisions(records(N, step=60))
+    return backend.home
 
 
 def jsonl(home: Path, *args: str) -> list[dict[str, Any]]:
@@ -53,10 +53,12 @@ def test_json_lines_fields_and_default_order(logged: Path) -> None:
 
 
 def select(home: Path, **kw: Any) -> list[dict[str, Any]]:
-    """The library query behind ``aigov logs --limit 0``."""
+    """The library query behind ``aigov logs --limit 0``, on the home's store."""
     from aigov_cli.logs.query import public
+    from daemon import storage
+    from daemon.config import load_config
 
-    with SqliteDecisionReader(home / "aigov.db") as reader:
+    with storage.decision_reader(load_config()) as reader:
         return [public(r) for r in reader.iter_decisions(Filter(**kw), page=7)]
 
 
@@ -77,13 +79,33 @@ def test_request_id_finds_one_decision(logged: Path) -> None:
     assert [r["request_id"] for r in select(logged, request_id="req-0000012", decision="block")] == ["req-0000012"]
     assert select(logged, request_id="req-0000013", decision="block") == []
     # Found through the index, not a scan of the table.
-    with SqliteDecisionReader(logged / "aigov.db") as reader:
-        assert reader.conn is not None
-        cond, params = where(Filter(request_id="req-0000007"))
-        plan = " ".join(r[3] for r in reader.conn.execute(
-            f"EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE id <= ? AND {cond} ORDER BY id DESC LIMIT 5",
-            (10**9, *params)))
-        assert "decisions_request_id" in plan, plan
+    assert "decisions_request_id" in plan(Filter(request_id="req-0000007"))
+
+
+def plan(flt: Filter) -> str:
+    """The query plan of ``aigov logs`` (the newest 50 matching) on the home's store."""
+    from daemon.config import load_config
+
+    cfg = load_config()
+    if cfg.backend == "sqlite":
+        from daemon.storage.sqlite_decisions import SqliteDecisionReader
+        from daemon.storage.sqlite_decisions import where as sqlite_where
+
+        with SqliteDecisionReader(cfg.db_file) as reader:
+            assert reader.conn is not None
+            cond, params = sqlite_where(flt)
+            return " ".join(r[3] for r in reader.conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT id FROM decisions WHERE id <= ? AND {cond} ORDER BY id DESC LIMIT 50",
+                (10**9, *params)))
+    from daemon.storage.postgres_decisions import where as pg_where
+    from tests.backends import pg_sql
+
+    cond, params = pg_where(flt, 2)
+    # A few rows fit one page, and a scan of one page is cheaper than any index: ask for the plan the
+    # planner makes once the table is large.
+    return " ".join(r[0] for r in pg_sql(
+        cfg.database_url, f"EXPLAIN SELECT id FROM decisions WHERE id <= ? AND {cond} ORDER BY id DESC LIMIT 50",
+        10**9, *params, before=["SET enable_seqscan = off"]))
 
 
 def test_filters(logged: Path) -> None:
@@ -160,7 +182,8 @@ def test_export_jsonl_and_csv(logged: Path, tmp_path: Path) -> None:
 
 
 def test_prune_keeps_chain_valid(logged: Path) -> None:
-    from daemon.storage.sqlite_decisions import SqliteDecisionReader
+    from daemon import storage
+    from daemon.config import load_config
 
     assert cli(logged, "logs", "prune").returncode == 2  # neither --older-than nor log_retention_days
     (logged / "config.toml").write_text("log_retention_days = 1\n")
@@ -170,7 +193,7 @@ def test_prune_keeps_chain_valid(logged: Path) -> None:
     assert r.returncode == 0, r.stderr
     deleted = json.loads(r.stdout)["deleted"]
     assert 15 <= deleted <= 25
-    with SqliteDecisionReader(logged / "aigov.db") as reader:
+    with storage.decision_reader(load_config()) as reader:
         assert all(r.ok for r in reader.verify_chains())
     assert len(jsonl(logged, "--limit", "0")) == N - deleted  # the checkpoint record is not a decision
 
@@ -188,7 +211,8 @@ def _reader(proc: subprocess.Popen[str]) -> queue.Queue[str]:
 
 
 @pytest.mark.e2e
-def test_follow_sees_a_decision_written_after_it_started(home: Path) -> None:
+def test_follow_sees_a_decision_written_after_it_started(backend: Backend) -> None:
+    home = backend.home
     with running_daemon(home, AIGOV_LOG_FLUSH_INTERVAL="0.05") as d:
         token = create_key(home, "follow")["token"]
         until = time.time() + 5
@@ -217,8 +241,9 @@ def test_follow_sees_a_decision_written_after_it_started(home: Path) -> None:
         assert proc.returncode == 0
 
 
-def test_follow_library_emits_new_rows_only(logged: Path) -> None:
+def test_follow_library_emits_new_rows_only(logged: Path, backend: Backend) -> None:
     from aigov_cli.logs.query import follow
+    from daemon import storage
 
     got: list[str] = []
     ticks = {"n": 0}
@@ -226,9 +251,9 @@ def test_follow_library_emits_new_rows_only(logged: Path) -> None:
     def sleep(_: float) -> None:
         ticks["n"] += 1
         if ticks["n"] == 1:
-            write_decisions(logged / "aigov.db", list(records(3, start=N)))
+            backend.write_decisions(records(3, start=N))
 
-    with SqliteDecisionReader(logged / "aigov.db") as reader:
+    with storage.decision_reader(backend.config()) as reader:
         follow(reader, Filter(decision="allow"), lambda r: got.append(r["request_id"]),
                stop=lambda: ticks["n"] >= 2, sleep=sleep)
     assert got == [f"req-{i:07d}" for i in range(N, N + 3) if i % 4]

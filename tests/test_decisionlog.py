@@ -12,9 +12,11 @@ import pytest
 
 from daemon.decisionlog import DecisionLog, QueueFull
 from daemon.policy.model import Reason
+from daemon.storage.interface import ChainReport, DecisionStore
 from daemon.storage.records import Entry, Fingerprinter, RecordBuilder, stored_input
 from daemon.storage.sqlite_db import WalCheckpointer
 from daemon.storage.sqlite_decisions import SqliteDecisionReader, SqliteDecisionStore
+from tests.backends import Backend, run_sync
 
 BUILDER = RecordBuilder(Fingerprinter(b"k" * 32))
 
@@ -23,16 +25,33 @@ def make_store(path: Path, chain: str = "test/w0", log_inputs: str = "redacted")
     return SqliteDecisionStore(path, chain, RecordBuilder(Fingerprinter(b"k" * 32), log_inputs))
 
 
-class RecordingStore(SqliteDecisionStore):
-    """The real store, remembering the size of each transaction."""
+class Wrapped(DecisionStore):
+    """A real store of either backend, remembering each transaction's size; while ``failing`` is set,
+    every write raises it first."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, "test/w0", BUILDER)
+    def __init__(self, inner: DecisionStore) -> None:
+        self.inner = inner
+        self.chain = inner.chain
         self.batches: list[int] = []
+        self.failing: Exception | None = None
+        self.attempts = 0
 
-    def write_sync(self, batch: Sequence[Entry]) -> None:
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def write(self, batch: Sequence[Entry]) -> None:
+        self.attempts += 1
+        if self.failing is not None:
+            raise self.failing
         self.batches.append(len(batch))
-        super().write_sync(batch)
+        await self.inner.write(batch)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def recording(backend: Backend) -> Wrapped:
+    return Wrapped(backend.decision_store())
 
 
 def entry(i: int, text: str = "hello", reasons: tuple[Reason, ...] = ()) -> Entry:
@@ -40,12 +59,22 @@ def entry(i: int, text: str = "hello", reasons: tuple[Reason, ...] = ()) -> Entr
                  "default", "v1", "ok", None)
 
 
-def rows(path: Path) -> list[tuple[str, str | None]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT request_id, input FROM decisions ORDER BY id").fetchall()
-    finally:
-        conn.close()
+def rows(backend: Backend) -> list[tuple[str, str | None]]:
+    return [(r[0], r[1]) for r in backend.sql("SELECT request_id, input FROM decisions ORDER BY id")]
+
+
+def write(backend: Backend, batches: list[list[Entry]], chain: str = "test/w0") -> None:
+    """Write each batch in one transaction of a writer of ``chain``."""
+    async def go() -> None:
+        store = backend.decision_store(chain)
+        await store.open()
+        try:
+            for b in batches:
+                await store.write(b)
+        finally:
+            await store.close()
+
+    run_sync(go)
 
 
 async def wait_until(cond, limit: float = 2.0) -> bool:  # type: ignore[no-untyped-def]
@@ -56,8 +85,8 @@ async def wait_until(cond, limit: float = 2.0) -> bool:  # type: ignore[no-untyp
     return bool(cond())
 
 
-async def test_flush_by_size(tmp_path: Path) -> None:
-    store = RecordingStore(tmp_path / "d.db")
+async def test_flush_by_size(backend: Backend) -> None:
+    store = recording(backend)
     log = DecisionLog(store, batch_size=10, flush_interval=3600, max_batch=10)
     await log.start()
     for i in range(9):
@@ -71,11 +100,11 @@ async def test_flush_by_size(tmp_path: Path) -> None:
     assert store.batches == [10, 10, 10]  # a backlog drains in batches of at most max_batch
     await log.close()
     assert store.batches == [10, 10, 10, 5]  # the rest on shutdown
-    assert [r[0] for r in rows(tmp_path / "d.db")] == [f"req-{i}" for i in range(35)]
+    assert [r[0] for r in rows(backend)] == [f"req-{i}" for i in range(35)]
 
 
-async def test_backlog_drains_in_larger_transactions(tmp_path: Path) -> None:
-    store = RecordingStore(tmp_path / "d.db")
+async def test_backlog_drains_in_larger_transactions(backend: Backend) -> None:
+    store = recording(backend)
     log = DecisionLog(store, batch_size=50, flush_interval=3600, max_batch=1000, max_queue=5000)
     for i in range(2500):  # queued before the writer starts: a backlog
         log.offer(entry(i))
@@ -84,8 +113,8 @@ async def test_backlog_drains_in_larger_transactions(tmp_path: Path) -> None:
     assert store.batches == [1000, 1000, 500]
 
 
-async def test_flush_by_interval(tmp_path: Path) -> None:
-    store = RecordingStore(tmp_path / "d.db")
+async def test_flush_by_interval(backend: Backend) -> None:
+    store = recording(backend)
     log = DecisionLog(store, batch_size=1000, flush_interval=0.05)
     await log.start()
     log.offer(entry(1))
@@ -98,14 +127,14 @@ async def test_flush_by_interval(tmp_path: Path) -> None:
     await log.close()
 
 
-async def test_flush_on_shutdown_writes_everything(tmp_path: Path) -> None:
-    store = RecordingStore(tmp_path / "d.db")
+async def test_flush_on_shutdown_writes_everything(backend: Backend) -> None:
+    store = recording(backend)
     log = DecisionLog(store, batch_size=50, flush_interval=3600, max_queue=1000)
     await log.start()
     for i in range(333):
         assert log.offer(entry(i))
     await log.close()
-    assert len(rows(tmp_path / "d.db")) == 333
+    assert len(rows(backend)) == 333
     assert not log.offer(entry(999))  # closed: refuses instead of dropping silently
 
 
@@ -126,149 +155,147 @@ def test_log_inputs_modes() -> None:
     assert stored_input(text, r, "redacted") == "write [REDACTED:email] now"
 
 
-def _store_with(tmp_path: Path, n: int) -> tuple[sqlite3.Connection, SqliteDecisionReader]:
-    store = make_store(tmp_path / "c.db")
-    store.open_sync()
-    store.write_sync([entry(i) for i in range(n)])
-    assert store.conn is not None
-    return store.conn, SqliteDecisionReader(tmp_path / "c.db")
+def _store_with(backend: Backend, n: int) -> Backend:
+    write(backend, [[entry(i) for i in range(n)]])
+    return backend
 
 
-def only(reader: SqliteDecisionReader | Path):  # type: ignore[no-untyped-def]
-    """The one chain's report (a reader given as a path is opened and closed here)."""
-    if isinstance(reader, Path):
-        with SqliteDecisionReader(reader) as r:
-            return only(r)  # type: ignore[arg-type]
-    reports = reader.verify_chains()
+def only(backend: Backend) -> ChainReport:
+    """The one chain's report."""
+    with backend.reader() as r:
+        reports = r.verify_chains()
     assert len(reports) == 1, reports
     return reports[0]
 
 
-def test_chain_verifies(tmp_path: Path) -> None:
-    _, reader = _store_with(tmp_path, 20)
-    rep = only(reader)
+def test_chain_verifies(backend: Backend) -> None:
+    _store_with(backend, 20)
+    rep = only(backend)
     assert rep.ok and rep.records == 20 and rep.chain == "test/w0"
 
 
-def test_edited_record_breaks_chain(tmp_path: Path) -> None:
-    conn, reader = _store_with(tmp_path, 20)
-    conn.execute("UPDATE decisions SET decision = 'block' WHERE id = 7")
-    rep = only(reader)
+def test_edited_record_breaks_chain(backend: Backend) -> None:
+    db = _store_with(backend, 20)
+    db.sql("UPDATE decisions SET decision = 'block' WHERE id = 7")
+    rep = only(db)
     assert not rep.ok and rep.first_bad_id == 7 and "edited" in (rep.problem or "")
 
 
-def test_edited_record_with_its_own_hash_recomputed_breaks_the_link(tmp_path: Path) -> None:
+def test_edited_record_with_its_own_hash_recomputed_breaks_the_link(backend: Backend) -> None:
     # Whoever edits a record and recomputes its hash still breaks the next record's link.
     from daemon.storage.records import ROW_FIELDS, record_hash
 
-    conn, reader = _store_with(tmp_path, 20)
-    conn.execute("UPDATE decisions SET decision = 'block' WHERE id = 7")
-    row = dict(zip(ROW_FIELDS, conn.execute(f"SELECT {', '.join(ROW_FIELDS)} FROM decisions WHERE id = 7")
-                   .fetchone(), strict=True))
-    conn.execute("UPDATE decisions SET hash = ? WHERE id = 7", (record_hash(row),))
-    rep = only(reader)
+    db = _store_with(backend, 20)
+    db.sql("UPDATE decisions SET decision = 'block' WHERE id = 7")
+    row = dict(zip(ROW_FIELDS, db.sql(f"SELECT {', '.join(ROW_FIELDS)} FROM decisions WHERE id = 7")[0], strict=True))
+    db.sql("UPDATE decisions SET hash = ? WHERE id = 7", record_hash(row))
+    rep = only(db)
     assert not rep.ok and rep.first_bad_id == 8 and "link" in (rep.problem or "")
 
 
-def test_deleted_record_breaks_chain(tmp_path: Path) -> None:
-    conn, reader = _store_with(tmp_path, 20)
-    conn.execute("DELETE FROM decisions WHERE id = 11")
-    rep = only(reader)
+def test_deleted_record_breaks_chain(backend: Backend) -> None:
+    db = _store_with(backend, 20)
+    db.sql("DELETE FROM decisions WHERE id = 11")
+    rep = only(db)
     assert not rep.ok and rep.first_bad_id == 12 and "missing" in (rep.problem or "")
 
 
-def test_reordered_records_break_chain(tmp_path: Path) -> None:
-    conn, reader = _store_with(tmp_path, 20)
+def test_reordered_records_break_chain(backend: Backend) -> None:
+    db = _store_with(backend, 20)
     # Swap the places of records 5 and 6 in the chain.
-    conn.execute("UPDATE decisions SET seq = -1 WHERE seq = 5")
-    conn.execute("UPDATE decisions SET seq = 5 WHERE seq = 6")
-    conn.execute("UPDATE decisions SET seq = 6 WHERE seq = -1")
-    rep = only(reader)
+    db.sql("UPDATE decisions SET seq = -1 WHERE seq = 5")
+    db.sql("UPDATE decisions SET seq = 5 WHERE seq = 6")
+    db.sql("UPDATE decisions SET seq = 6 WHERE seq = -1")
+    rep = only(db)
     assert not rep.ok and rep.first_bad_id == 6
 
 
-def test_inserted_record_breaks_chain(tmp_path: Path) -> None:
+def test_inserted_record_breaks_chain(backend: Backend) -> None:
     from daemon.storage.records import STORED_FIELDS
 
-    conn, reader = _store_with(tmp_path, 20)
+    db = _store_with(backend, 20)
     # A forged record after seq 10 (a copy of it): the records after it move up by one, the head too.
-    conn.execute("UPDATE decisions SET seq = seq + 1000 WHERE seq > 10")
-    conn.execute("UPDATE decisions SET seq = seq - 999 WHERE seq > 1000")
+    db.sql("UPDATE decisions SET seq = seq + 1000 WHERE seq > 10")
+    db.sql("UPDATE decisions SET seq = seq - 999 WHERE seq > 1000")
     cols = ", ".join(STORED_FIELDS)
     copied = cols.replace("seq", "11")
-    conn.execute(f"INSERT INTO decisions ({cols}) SELECT {copied} FROM decisions WHERE seq = 10")
-    conn.execute("UPDATE chains SET head_seq = head_seq + 1")
-    forged = conn.execute("SELECT id FROM decisions WHERE seq = 11").fetchone()[0]
-    rep = only(reader)
+    db.sql(f"INSERT INTO decisions ({cols}) SELECT {copied} FROM decisions WHERE seq = 10")
+    db.sql("UPDATE chains SET head_seq = head_seq + 1")
+    forged = db.sql("SELECT id FROM decisions WHERE seq = 11")[0][0]
+    rep = only(db)
     assert not rep.ok and rep.first_bad_id == forged, rep
 
 
-def test_deleted_tail_breaks_chain(tmp_path: Path) -> None:
-    conn, reader = _store_with(tmp_path, 20)
-    conn.execute("DELETE FROM decisions WHERE seq > 17")
-    rep = only(reader)
+def test_deleted_tail_breaks_chain(backend: Backend) -> None:
+    db = _store_with(backend, 20)
+    db.sql("DELETE FROM decisions WHERE seq > 17")
+    rep = only(db)
     assert not rep.ok and "newest 3 record(s) were deleted" in (rep.problem or "")
 
 
-def test_deleted_head_without_checkpoint_breaks_chain(tmp_path: Path) -> None:
-    conn, reader = _store_with(tmp_path, 10)
-    conn.execute("DELETE FROM decisions WHERE id <= 3")
-    rep = only(reader)
+def test_deleted_head_without_checkpoint_breaks_chain(backend: Backend) -> None:
+    db = _store_with(backend, 10)
+    db.sql("DELETE FROM decisions WHERE id <= 3")
+    rep = only(db)
     assert not rep.ok and rep.first_bad_id == 4 and "without a checkpoint" in (rep.problem or "")
 
 
-def test_records_of_an_unregistered_chain_are_reported(tmp_path: Path) -> None:
-    conn, reader = _store_with(tmp_path, 5)
-    conn.execute("UPDATE decisions SET chain = 'forged' WHERE seq = 5")
-    reports = {r.chain: r for r in reader.verify_chains()}
+def test_records_of_an_unregistered_chain_are_reported(backend: Backend) -> None:
+    db = _store_with(backend, 5)
+    db.sql("UPDATE decisions SET chain = 'forged' WHERE seq = 5")
+    with db.reader() as r:
+        reports = {rep.chain: rep for rep in r.verify_chains()}
     assert not reports["forged"].ok and "not registered" in (reports["forged"].problem or "")
     assert not reports["test/w0"].ok  # and its own chain lost its head
 
 
-def test_prune_with_checkpoint_still_verifies(tmp_path: Path) -> None:
-    conn, reader = _store_with(tmp_path, 30)
-    deleted = reader.prune(before=1000.0 + 10)  # entries 0..9 are older
+def test_prune_with_checkpoint_still_verifies(backend: Backend) -> None:
+    db = _store_with(backend, 30)
+    with db.reader() as reader:
+        deleted = reader.prune(before=1000.0 + 10)  # entries 0..9 are older
     assert deleted == 10
-    rep = only(reader)
+    rep = only(db)
     assert rep.ok, rep
-    kinds = [k for (k,) in conn.execute("SELECT kind FROM decisions ORDER BY id")]
+    kinds = [k for (k,) in db.sql("SELECT kind FROM decisions ORDER BY id")]
     assert kinds[-1] == "checkpoint" and kinds.count("decision") == 20
     # Pruning again later (everything old now) still leaves a chain that verifies.
-    assert reader.prune(before=1e12) == 20  # every decision; the two checkpoints stay
-    rep = only(reader)
+    with db.reader() as reader:
+        assert reader.prune(before=1e12) == 20  # every decision; the two checkpoints stay
+    rep = only(db)
     assert rep.ok and rep.records == 2, rep
 
 
-def test_an_interrupted_prune_still_verifies(tmp_path: Path) -> None:
+def test_an_interrupted_prune_still_verifies(backend: Backend) -> None:
     # A prune writes its checkpoint first, then deletes the old records in batches: stopped between
     # two batches, it leaves some of the records its checkpoint covers, and the chain still verifies.
     from daemon.storage.records import checkpoint_values
-    from daemon.storage.sqlite_decisions import append_chained
 
-    conn, reader = _store_with(tmp_path, 30)
-    last_pruned = conn.execute("SELECT hash FROM decisions WHERE seq = 20").fetchone()[0]
-    conn.execute("BEGIN IMMEDIATE")
-    append_chained(conn, "test/w0", [checkpoint_values(2000.0, "test/w0", 21, last_pruned, 20)])
-    conn.execute("COMMIT")
-    conn.execute("DELETE FROM decisions WHERE seq <= 5")  # the first batch, of four
-    assert only(reader).ok, only(reader)
+    db = _store_with(backend, 30)
+    last_pruned = db.sql("SELECT hash FROM decisions WHERE seq = 20")[0][0]
+    db.append_values([checkpoint_values(2000.0, "test/w0", 21, last_pruned, 20)])
+    db.sql("DELETE FROM decisions WHERE seq <= 5")  # the first batch, of four
+    assert only(db).ok, only(db)
     # Records the checkpoint does not cover are still missed when deleted.
-    conn.execute("DELETE FROM decisions WHERE seq BETWEEN 22 AND 23")
-    rep = only(reader)
+    db.sql("DELETE FROM decisions WHERE seq BETWEEN 22 AND 23")
+    rep = only(db)
     assert not rep.ok and "missing" in (rep.problem or "")
 
 
-def test_two_writers_keep_two_chains_in_one_file(tmp_path: Path) -> None:
-    a, b = make_store(tmp_path / "m.db", "host/w0"), make_store(tmp_path / "m.db", "host/w1")
-    a.open_sync()
-    b.open_sync()
-    for i in range(10):
-        (a if i % 2 else b).write_sync([entry(i * 10 + j) for j in range(7)])
-    reports = {r.chain: r for r in SqliteDecisionReader(tmp_path / "m.db").verify_chains()}
+def test_two_writers_keep_two_chains_in_one_store(backend: Backend) -> None:
+    async def go() -> None:
+        a, b = backend.decision_store("host/w0"), backend.decision_store("host/w1")
+        await a.open()
+        await b.open()
+        for i in range(10):
+            await (a if i % 2 else b).write([entry(i * 10 + j) for j in range(7)])
+        await a.close()
+        await b.close()
+
+    run_sync(go)
+    with backend.reader() as r:
+        reports = {rep.chain: rep for rep in r.verify_chains()}
     assert set(reports) == {"host/w0", "host/w1"}
     assert all(r.ok and r.records == 35 for r in reports.values()), reports
-    a.close_sync()
-    b.close_sync()
 
 
 def test_records_written_before_chains_had_names_still_verify(tmp_path: Path) -> None:
@@ -332,15 +359,12 @@ def test_fingerprint_secret_is_created_private_and_reused(tmp_path: Path) -> Non
         load_or_create_secret(path)
 
 
-def test_metadata_and_direction_are_recorded(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "md.db")
-    store.open_sync()
-    e = entry(1)._replace(metadata={"source": "audit", "n": 3}, direction="output", rate_limit="unavailable")
-    store.write_sync([e])
-    got = store.conn.execute("SELECT metadata, direction, rate_limit FROM decisions").fetchone()  # type: ignore[union-attr]
-    assert got == ('{"n":3,"source":"audit"}', "output", "unavailable")
-    assert only(tmp_path / "md.db").ok
-    store.close_sync()
+def test_metadata_and_direction_are_recorded(backend: Backend) -> None:
+    e = entry(1)._replace(metadata={"source": "probe", "n": 3}, direction="output", rate_limit="unavailable")
+    write(backend, [[e]])
+    got = backend.sql("SELECT metadata, direction, rate_limit FROM decisions")
+    assert got == [('{"n":3,"source":"probe"}', "output", "unavailable")]
+    assert only(backend).ok
 
 
 def test_redacted_log_labels_custom_rules_by_rule_id() -> None:
@@ -349,21 +373,19 @@ def test_redacted_log_labels_custom_rules_by_rule_id() -> None:
 
 
 @pytest.mark.parametrize("sizes", [[1, 2, 3], [7, 50], [65, 130, 1100]])
-def test_batches_of_any_size_keep_order_and_chain(tmp_path: Path, sizes: list[int]) -> None:
-    # Batches are written as multi-row INSERTs in power-of-two chunks (at most 64 rows each):
-    # every size, including ones that span several chunks, must keep ids, order and the chain.
-    store = make_store(tmp_path / "d.db")
-    store.open_sync()
+def test_batches_of_any_size_keep_order_and_chain(backend: Backend, sizes: list[int]) -> None:
+    # SQLite writes batches as multi-row INSERTs in power-of-two chunks (at most 64 rows each),
+    # PostgreSQL by COPY: every size, including ones that span several chunks, keeps ids, order and chain.
     n = 0
+    batches = []
     for size in sizes:
-        store.write_sync([entry(n + i) for i in range(size)])
+        batches.append([entry(n + i) for i in range(size)])
         n += size
-    assert store.conn is not None
-    got = store.conn.execute("SELECT seq, request_id FROM decisions ORDER BY id").fetchall()
+    write(backend, batches)
+    got = backend.sql("SELECT seq, request_id FROM decisions ORDER BY id")
     assert got == [(i + 1, f"req-{i}") for i in range(n)]
-    rep = only(tmp_path / "d.db")
+    rep = only(backend)
     assert rep.ok and rep.records == n, rep
-    store.close_sync()
 
 
 async def test_put_waits_for_room_then_enqueues(tmp_path: Path) -> None:
@@ -392,6 +414,14 @@ async def test_put_on_a_closing_log_refuses(tmp_path: Path) -> None:
 # --- WAL checkpoints: in a thread of their own, with a short catch-up by the writer ---------
 
 
+def only_file(path: Path) -> ChainReport:
+    """The one chain's report of an SQLite file."""
+    with SqliteDecisionReader(path) as r:
+        reports = r.verify_chains()
+    assert len(reports) == 1, reports
+    return reports[0]
+
+
 def _wal_size(db: Path) -> int:
     wal = db.with_name(db.name + "-wal")
     return wal.stat().st_size if wal.exists() else 0
@@ -417,7 +447,7 @@ def test_checkpoints_run_beside_the_writer_and_keep_the_log_short(tmp_path: Path
     assert cp.checkpoints >= 2 and cp.catch_ups >= 2 and cp.failures == 0
     # 15,000 records of ~0.7 KB: an unchecked log would pass 20 MB; restarted, it stays a fraction.
     assert largest_log < 8_000_000, largest_log
-    rep = only(db)
+    rep = only_file(db)
     assert rep.ok and rep.records == written
     store.close_sync()
     assert _wal_size(db) == 0  # the last connection's close checkpoints and removes the log
@@ -449,7 +479,7 @@ def test_a_failing_checkpoint_never_fails_a_write(tmp_path: Path, caplog: pytest
     lost.stop()
     # Meanwhile the store writes on, with its own checkpointer.
     store.write_sync([entry(i) for i in range(10)])
-    assert only(tmp_path / "f.db").records == 10
+    assert only_file(tmp_path / "f.db").records == 10
     store.close_sync()
 
 
@@ -464,25 +494,10 @@ def test_checkpointer_stops_promptly_when_idle(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 1.0
 
 
-class FlakyStore(SqliteDecisionStore):
-    """The real store behind a switch: while ``failing`` is set, every write raises it first."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, "test/w0", BUILDER)
-        self.failing: Exception | None = None
-        self.attempts = 0
-
-    def write_sync(self, batch: Sequence[Entry]) -> None:
-        self.attempts += 1
-        if self.failing is not None:
-            raise self.failing
-        super().write_sync(batch)
-
-
 async def test_any_write_failure_is_counted_logged_once_retried_and_nothing_is_lost(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = FlakyStore(tmp_path / "f.db")
+    store = recording(backend)
     errors: list[int] = []
     log = DecisionLog(store, batch_size=5, flush_interval=3600, retry_delay=0.01, max_retry_delay=0.02,
                       on_error=lambda: errors.append(1))
@@ -499,11 +514,15 @@ async def test_any_write_failure_is_counted_logged_once_retried_and_nothing_is_l
     assert await wait_until(lambda: log.healthy)
     assert "writes succeed again" in caplog.text
     await log.close()
-    assert [r for r, _ in rows(tmp_path / "f.db")] == [f"req-{i}" for i in range(5)]
+    assert [r for r, _ in rows(backend)] == [f"req-{i}" for i in range(5)]
 
 
-async def test_retries_back_off(tmp_path: Path) -> None:
-    store = FlakyStore(tmp_path / "b.db")
+async def test_retries_back_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.backends import Backend as B
+
+    monkeypatch.delenv("AIGOV_DATABASE_URL", raising=False)
+    backend = B("sqlite", tmp_path)
+    store = recording(backend)
     log = DecisionLog(store, batch_size=1, flush_interval=3600, retry_delay=0.05, max_retry_delay=0.4)
     await log.start()
     store.failing = OSError("no space left on device")
@@ -513,4 +532,4 @@ async def test_retries_back_off(tmp_path: Path) -> None:
     assert 3 <= store.attempts <= 7, store.attempts
     store.failing = None
     await log.close()
-    assert len(rows(tmp_path / "b.db")) == 1
+    assert len(rows(backend)) == 1

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import NotFoundError, StorageError
+from daemon.storage import open_key_store
 from daemon.storage import sqlite_db as dbmod
-from daemon.storage.sqlite_keys import SqliteKeyStore
+from tests.backends import Backend
 
 
 def test_fresh_database_gets_every_migration(tmp_path: Path) -> None:
@@ -58,14 +59,14 @@ def test_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
         dbmod.connect_sync(path)
 
 
-async def test_keystore_lifecycle_and_change_feed(tmp_path: Path) -> None:
-    store = SqliteKeyStore(tmp_path / "k.db")
-    await store.open()
+async def test_keystore_lifecycle_and_change_feed(backend: Backend) -> None:
+    store = await open_key_store(backend.config())
     try:
         a = await store.create("a", b"hash-a", 10, 60.0, None, "default")
         b = await store.create("b", b"hash-b", 5, 1.0, time.time() + 100, "strict")
         assert (await store.get(a.key_id)) == a
         assert [r.key_id for r in await store.changed_since(0)] == [a.key_id, b.key_id]
+        assert (await store.list_all()) == [a, b]
         seq = max(a.seq, b.seq)
         assert await store.changed_since(seq) == []
         revoked = await store.revoke(a.key_id, 123.0)
@@ -89,6 +90,14 @@ async def test_keystore_lifecycle_and_change_feed(tmp_path: Path) -> None:
         assert newer.seq > gone[0].seq  # change numbers keep growing past tombstones
         with pytest.raises(NotFoundError):
             await store.delete(a.key_id)
+        with pytest.raises(NotFoundError):
+            await store.update("zzzzzzzzzzzz", name="x")
+        assert (await store.revoke(b.key_id, 7.0)).revoked_at == 7.0
+        assert (await store.revoke(b.key_id, 9.0)).revoked_at == 7.0  # idempotent
+        with pytest.raises(StorageError, match="revoked"):
+            await store.rotate(b.key_id, b"hash-b3", None, 1.0)
+        with pytest.raises(StorageError, match="exists already"):
+            await store.create("c", b"h", 1, 1.0, None, "default", key_id=b.key_id)
     finally:
         await store.close()
 

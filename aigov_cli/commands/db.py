@@ -1,4 +1,5 @@
-"""``aigov db``: the store's schema and contents (``status``), its migrations (``upgrade``)."""
+"""``aigov db``: the store's schema and contents (``status``), its migrations (``upgrade``), moving to PostgreSQL
+(``copy``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import typer
 
 from aigov_cli.output import config as load_cfg
 
-app = typer.Typer(help="The database of keys and decisions: status, schema migrations.", no_args_is_help=True)
+app = typer.Typer(help="The database of keys and decisions: status, schema migrations, copying to PostgreSQL.",
+                 no_args_is_help=True)
 
 
 def register(root: typer.Typer) -> None:
@@ -64,3 +66,33 @@ def upgrade(
         typer.echo(f"applied migration(s) {', '.join(map(str, applied))}; schema version {version}")
     else:
         typer.echo(f"nothing to do; schema version {version} is current")
+
+
+@app.command("copy")
+def copy(
+    to: Annotated[str, typer.Option("--to", help="The PostgreSQL store to fill: postgresql://USER[:PW]@HOST:PORT/DB.",
+                                    metavar="URL", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Copy keys and decisions from the SQLite store into an empty PostgreSQL store (chains verified on arrival)."""
+    import asyncio
+
+    from aigov_cli.output import print_json
+    from daemon.config import mask_url
+    from daemon.errors import ConfigError
+    from daemon.storage.pg_copy import copy_sqlite_to_postgres
+
+    cfg = load_cfg()
+    if cfg.backend != "sqlite":
+        raise ConfigError("aigov db copy copies from the SQLite store, but database_url names "
+                          f"{mask_url(cfg.database_url)}; run it where database_url is empty or sqlite:///...")
+    if not to.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"--to must be a postgresql://USER[:PASSWORD]@HOST:PORT/DB URL, got {mask_url(to)!r}")
+    report = asyncio.run(copy_sqlite_to_postgres(cfg.db_file, to))
+    if as_json:
+        print_json({"from": str(cfg.db_file), "to": mask_url(to), **report.as_dict()})
+        return
+    typer.echo(f"copied {report.keys} key(s), {report.tombstones} deleted key(s) and {report.decisions} decision(s) "
+               f"in {report.chains} chain(s) from {cfg.db_file} to {mask_url(to)}; every chain verifies there")
+    typer.echo(f"next: set database_url = \"{mask_url(to)}\" (with its password) in {cfg.paths.config_file}, "
+               "and give every daemon the same fingerprint secret file")

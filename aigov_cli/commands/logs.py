@@ -128,8 +128,6 @@ def logs(
     flt = _filter(since, until, key, decision, rule, model, request_id, direction, include_probes)
     cfg, reader = _open()
     with reader:
-        top = reader.max_id()
-        rows: Any = reader.iter_decisions(flt) if limit == 0 else reader.latest(flt, limit, upto=top)
 
         def emit(row: dict[str, Any]) -> None:
             d = public(row, show_input, hashes=False)
@@ -140,14 +138,20 @@ def logs(
             sys.stdout.flush()
 
         try:
-            if as_json or follow:
-                for row in rows:
-                    emit(row)
-            else:
-                _table([public(r, show_input, hashes=False) for r in rows], show_input,
-                       (cfg.log_batch_size, cfg.log_flush_interval), wide)
+            # The listing and where --follow goes on from are read at one moment: nothing written
+            # meanwhile is missed or shown twice.
+            with reader.snapshot():
+                top = reader.max_id()
+                cursor = reader.follow_start(top) if follow else None
+                rows: Any = reader.iter_decisions(flt) if limit == 0 else reader.latest(flt, limit, upto=top)
+                if as_json or follow:
+                    for row in rows:
+                        emit(row)
+                else:
+                    _table([public(r, show_input, hashes=False) for r in rows], show_input,
+                           (cfg.log_batch_size, cfg.log_flush_interval), wide)
             if follow:
-                do_follow(reader, flt, emit, start_after=top)
+                do_follow(reader, flt, emit, cursor=cursor)
         except KeyboardInterrupt:
             return
         except BrokenPipeError:  # `aigov logs --json | head`

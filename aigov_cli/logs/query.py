@@ -66,13 +66,15 @@ def public(row: dict[str, Any], show_input: bool = False, hashes: bool = True) -
 
 def follow(
     reader: DecisionReader, flt: Filter, emit: Callable[[dict[str, Any]], None], *, start_after: int | None = None,
-    interval: float = 0.25, stop: Callable[[], bool] = lambda: False, sleep: Callable[[float], None] = time.sleep,
+    cursor: object = None, interval: float = 0.25, stop: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
-    """Call ``emit`` for each matching record written after ``start_after`` (default: now), until ``stop()``."""
-    last = reader.max_id() if start_after is None else start_after
+    """Call ``emit`` for each matching record written after ``cursor`` (from :meth:`DecisionReader.follow_start`),
+    else after record id ``start_after`` (default: now), until ``stop()``."""
+    if cursor is None:
+        cursor = reader.follow_start(reader.max_id() if start_after is None else start_after)
     while not stop():
-        for row in reader.iter_decisions(flt, after_id=last):
+        rows, cursor = reader.follow_next(flt, cursor)
+        for row in rows:
             emit(row)
-            last = row["id"]
-        # Records may have been pruned below `last`; ids only grow, so nothing is missed.
         sleep(interval)

@@ -10,25 +10,25 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-from daemon.errors import ConfigError
-
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.storage.interface import DecisionReader, DecisionStore, KeyStore
+    from daemon.storage.postgres_db import PgTarget
     from daemon.storage.records import RecordBuilder
 
 
-def _postgres_missing(config: Config) -> ConfigError:
-    from daemon.config import mask_url
+def _target(config: Config) -> PgTarget:
+    from daemon.storage.postgres_db import PgTarget
 
-    return ConfigError(f"database_url {mask_url(config.database_url)}: PostgreSQL is not supported by this "
-                       "build of aigov; use an SQLite database (leave database_url empty)")
+    return PgTarget.parse(config.database_url)
 
 
 def key_store(config: Config) -> KeyStore:
     """The configured key store (not yet opened)."""
     if config.backend == "postgresql":
-        raise _postgres_missing(config)
+        from daemon.storage.postgres_keys import PostgresKeyStore
+
+        return PostgresKeyStore(_target(config))
     from daemon.storage.sqlite_keys import SqliteKeyStore
 
     return SqliteKeyStore(config.db_file)
@@ -44,7 +44,9 @@ async def open_key_store(config: Config) -> KeyStore:
 def decision_store(config: Config, chain: str, builder: RecordBuilder, *, checkpoints: bool = True) -> DecisionStore:
     """The configured decision store for one writer (not yet opened)."""
     if config.backend == "postgresql":
-        raise _postgres_missing(config)
+        from daemon.storage.postgres_decisions import PostgresDecisionStore
+
+        return PostgresDecisionStore(_target(config), chain, builder)
     from daemon.storage.sqlite_decisions import SqliteDecisionStore
 
     return SqliteDecisionStore(config.db_file, chain, builder, checkpoints=checkpoints)
@@ -54,7 +56,9 @@ def decision_reader(config: Config, *, migrate: bool = True) -> DecisionReader:
     """The configured decision log's reader (blocking; for the CLI). With ``migrate`` it applies
     pending migrations when it connects; without, it reads the schema as it is (audit, db status)."""
     if config.backend == "postgresql":
-        raise _postgres_missing(config)
+        from daemon.storage.postgres_decisions import PostgresDecisionReader
+
+        return PostgresDecisionReader(_target(config), migrate=migrate)
     from daemon.storage.sqlite_decisions import SqliteDecisionReader
 
     return SqliteDecisionReader(config.db_file, migrate=migrate)

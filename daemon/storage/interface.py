@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -196,6 +197,23 @@ class DecisionReader(abc.ABC):
     @abc.abstractmethod
     def latest(self, flt: DecisionFilter, limit: int, upto: int | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` matching records (with id <= ``upto``), oldest first."""
+
+    def snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """Reads inside the ``with`` see the log as of one moment (``aigov logs --follow`` lists, then follows)."""
+        return contextlib.nullcontext()
+
+    def follow_start(self, upto: int) -> object:
+        """A cursor for :meth:`follow_next` just after the records with id <= ``upto`` (opaque).
+
+        The default follows ids, right where ids are handed out in commit order (SQLite: one writer
+        at a time); a store whose writers commit out of id order follows something else."""
+        return upto
+
+    def follow_next(self, flt: DecisionFilter, cursor: object) -> tuple[list[dict[str, Any]], object]:
+        """Matching records written since ``cursor``, in id order, and the cursor after them."""
+        assert isinstance(cursor, int)
+        rows = list(self.iter_decisions(flt, after_id=cursor))
+        return rows, (rows[-1]["id"] if rows else cursor)
 
     @abc.abstractmethod
     def stats(self, flt: DecisionFilter, top: int) -> dict[str, Any]:
