@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
 def print_json(data: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def error_lines(message: str) -> str:
+    """``aigov: error: MESSAGE`` for stderr; a message of several errors gets the prefix on each line."""
+    lines = [line for line in message.splitlines() if line.strip()] or ["unknown error"]
+    return "".join(f"aigov: error: {line.removeprefix('aigov: error: ')}\n" for line in lines)
 
 
 def iso(ts: float | None) -> str | None:
@@ -40,22 +47,84 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-Column = tuple[str, Callable[[Any], str], dict[str, Any]]
-"""A table column: its header, its cell for a row, and rich's options for it (no_wrap, overflow...)."""
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, its cell for a row, and how it may give way to a narrow terminal.
+
+    ``kind="id"``: an identifier (key id, policy, model, rule id...) is never split across lines; a
+    cell may hold several, one per line. ``kind="text"`` (names, stored inputs) folds between words.
+    ``drop`` > 0 marks a column that is left out when the table does not fit, highest ``drop``
+    first (``--wide`` keeps every column); 0 means always shown.
+    """
+
+    header: str
+    cell: Callable[[Any], str]
+    kind: str = "id"
+    drop: int = 0
+    justify: str = "left"
+    min_width: int = 8
 
 
-def print_table(c: Console, columns: Sequence[Column], rows: Iterable[Any],
-                style: Callable[[Any], str | None] | None = None) -> None:
-    """A listing without an outer box (a rule under the header), so that narrow terminals keep
-    their width for the cells; ``columns`` says what is shown and ``style`` colours a row."""
+_GAP = 3  # between two columns: a space of padding on each side of the (blank) rule
+
+
+_TEXT_WIDTH = 20  # what a text column asks for when the table is fitted; it gets whatever is left over
+
+
+def _needs(col: Column, cells: list[str]) -> int:
+    """The width a column needs: its longest line for identifiers, a readable share for text."""
+    from rich.cells import cell_len
+
+    head = cell_len(col.header)
+    longest = max((cell_len(line) for c in cells for line in c.splitlines()), default=0)
+    if col.kind == "id":
+        return max(head, longest)
+    return max(head, min(longest, max(col.min_width, _TEXT_WIDTH)))
+
+
+def fit_columns(columns: Sequence[Column], rows: Sequence[Any], width: int) -> list[Column]:
+    """The columns that fit ``width``: droppable ones left out, highest ``drop`` first, until the rest fit;
+    then any of those that still fits is taken back, the most wanted (lowest ``drop``) first."""
+    needs = {id(col): _needs(col, [col.cell(r) for r in rows]) for col in columns}
+
+    def total(cols: list[Column]) -> int:
+        return sum(needs[id(col)] for col in cols) + _GAP * (len(cols) - 1)
+
+    shown = list(columns)
+    dropped: list[Column] = []
+    while total(shown) > width and any(col.drop > 0 for col in shown):
+        worst = max((col for col in shown if col.drop > 0), key=lambda col: col.drop)
+        shown.remove(worst)
+        dropped.append(worst)
+    for col in sorted(dropped, key=lambda col: col.drop):
+        candidate = [c for c in columns if c is col or any(c is s for s in shown)]
+        if total(candidate) <= width:
+            shown = candidate
+    return shown
+
+
+def print_table(c: Console, columns: Sequence[Column], rows: Sequence[Any],
+                style: Callable[[Any], str | None] | None = None, wide: bool = False) -> None:
+    """A listing without an outer box (a rule under the header), fitted to the terminal.
+
+    Columns that do not fit are left out (see :class:`Column`); with ``wide`` every column is
+    shown and lines are as long as they need to be.
+    """
     from rich import box
     from rich.table import Table
 
+    shown = list(columns) if wide else fit_columns(columns, rows, c.width)
+    if wide:
+        need = sum(_needs(col, [col.cell(r) for r in rows]) for col in shown) + _GAP * (len(shown) - 1)
+        c.width = max(c.width, need)
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for header, _, options in columns:
-        t.add_column(header, **options)
+    for col in shown:
+        if col.kind == "id":  # whole, or, when even the kept columns cannot fit, cut with an ellipsis
+            t.add_column(col.header, no_wrap=True, overflow="ellipsis", justify=col.justify)  # type: ignore[arg-type]
+        else:
+            t.add_column(col.header, overflow="fold", min_width=col.min_width, justify=col.justify)  # type: ignore[arg-type]
     for row in rows:
-        t.add_row(*(cell(row) for _, cell, _ in columns), style=style(row) if style else None)
+        t.add_row(*(col.cell(row) for col in shown), style=style(row) if style else None)
     c.print(t)
 
 

@@ -20,7 +20,7 @@ _aigov_options() {
         "audit") echo "--url --json --sarif --fail-on --skip-deps --help" ;;
         "dashboard") echo "--help" ;;
         "dashboard export") echo "--out --title --datasource-uid --help" ;;
-        "dashboard prometheus-config") echo "--job --interval --url --help" ;;
+        "dashboard prometheus-config") echo "--job --interval --url --full --help" ;;
         "db") echo "--help" ;;
         "db copy") echo "--to --json --help" ;;
         "db status") echo "--json --help" ;;
@@ -28,13 +28,13 @@ _aigov_options() {
         "init") echo "--force --help" ;;
         "keys") echo "--help" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy --json --help" ;;
-        "keys list") echo "--all --json --help" ;;
+        "keys list") echo "--all --json --wide --help" ;;
         "keys revoke") echo "--json --help" ;;
         "keys rotate") echo "--grace --json --help" ;;
         "keys show") echo "--json --help" ;;
         "keys update") echo "--rate-limit --policy --name --expires-in --json --help" ;;
         "loadtest") echo "--mode --url --key --rate --duration --threshold --out --json --csv --body-file -q --quiet --workers --connections --max-requests --interval --timeout --burst-size --burst-every --probe-limit --stage-duration --step --allow-remote --ca-file --help" ;;
-        "logs") echo "--since --until --key --decision --rule --model --request-id --direction --include-probes --limit -f --follow --json --show-input --help" ;;
+        "logs") echo "--since --until --key --decision --rule --model --request-id --direction --include-probes --limit -f --follow --json --show-input --wide --help" ;;
         "logs export") echo "--format --out --since --until --key --decision --rule --model --direction --show-input --help" ;;
         "logs prune") echo "--older-than --json --help" ;;
         "logs stats") echo "--since --until --key --model --direction --include-probes --json --help" ;;

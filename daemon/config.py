@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -334,14 +335,30 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        msg = str(e)
+        at = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
+        if at:
+            raise ConfigError(f"{path}:{at[1]}: invalid TOML: {msg[:at.start()]} (column {at[2]})") from None
+        raise ConfigError(f"{path}: invalid TOML: {msg}") from None
     out: dict[str, Any] = {}
     for k, v in data.items():
+        where = _key_location(path, text, k)
         if k not in _FIELDS:
             known = ", ".join(sorted(_FIELDS))
-            raise ConfigError(f"{path}: unknown key {k!r} (known keys: {known})")
-        out[k] = _coerce(k, v, str(path))
+            raise ConfigError(f"{where}: unknown key {k!r} (known keys: {known})")
+        out[k] = _coerce(k, v, where)
     return out
+
+
+def _key_location(path: Path, text: str, key: str) -> str:
+    """``FILE:LINE`` of the top-level ``key = ...`` in a config file (``FILE`` when it cannot be found)."""
+    rx = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("["):  # a table: keys below it are not top-level
+            break
+        if rx.match(line):
+            return f"{path}:{n}"
+    return str(path)
 
 
 def load_config(

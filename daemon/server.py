@@ -131,7 +131,10 @@ async def run_app(
         try:
             await site.start()
         except OSError as e:
-            raise ConfigError(f"cannot listen on {config.host}:{port}: {e.strerror or e}") from None
+            # aiohttp's message repeats the address ("error while attempting to bind on address
+            # ('127.0.0.1', 8080): address already in use"): the errno's own words say it once.
+            why = os.strerror(e.errno).lower() if e.errno else str(e)
+            raise ConfigError(f"cannot listen on {config.host}:{port}: {why}") from None
         addrs = runner.addresses
         url = _url(config.host, int(addrs[0][1]) if addrs else port, secure=ssl_context is not None)
         log.info(

@@ -26,16 +26,21 @@ def parse_duration(text: str) -> float:
 
 def parse_rate(text: str) -> tuple[int, float]:
     """``N/PERIOD`` (``100/60s``, ``5/1m``, ``1000/h``) as (requests, window seconds)."""
+    hint = "use N/PERIOD, e.g. 100/60s or 1000/1h"
     n, sep, period = text.strip().partition("/")
     if not sep or not n.strip().isdigit():
-        raise ValueError(f"invalid rate limit {text!r} (use N/PERIOD, e.g. 100/60s)")
+        raise ValueError(f"{text!r} is not a rate limit ({hint})")
     period = period.strip()
     if period and period[0].isalpha():
         period = "1" + period
-    window = parse_duration(period)
+    try:
+        window = parse_duration(period)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a rate limit: the period after '/' must be a duration "
+                         f"like 60s, 10m, 1h ({hint})") from None
     limit = int(n)
     if limit < 1 or window <= 0:
-        raise ValueError(f"invalid rate limit {text!r}: need at least 1 request per positive period")
+        raise ValueError(f"{text!r} is not a rate limit: it needs at least 1 request per positive period ({hint})")
     return limit, window
 
 

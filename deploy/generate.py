@@ -3,7 +3,7 @@
     python deploy/generate.py           # after changing the dashboard, the metrics or the default policy
     python deploy/generate.py --check   # exit 1 and name the stale files (tests/test_deploy.py runs this)
 
-- deploy/compose/prometheus/prometheus.yml   `aigov dashboard prometheus-config --url http://aigov:8080`
+- deploy/compose/prometheus/prometheus.yml   `aigov dashboard prometheus-config --full --url http://aigov:8080`
 - deploy/compose/grafana/dashboards/aigov.json   `aigov dashboard export --datasource-uid prometheus`
 - deploy/compose/aigov/policy.toml            the default policy (`aigov init`)
 - deploy/kubernetes/configmap.yaml            config.toml below and the same default policy
@@ -53,12 +53,12 @@ def configmap(config_toml: str, policy_toml: str) -> str:
 def expected() -> dict[Path, str]:
     """Each generated file and the text it should have."""
     from aigov_cli.dashboard.grafana import bind_datasource, dashboard
-    from aigov_cli.dashboard.prometheus import scrape_config
+    from aigov_cli.dashboard.prometheus import full_config
     from daemon.policy.loader import default_policy_text
 
     policy = default_policy_text()
     return {
-        DEPLOY / "compose/prometheus/prometheus.yml": scrape_config("http://aigov:8080", "aigov", "15s"),
+        DEPLOY / "compose/prometheus/prometheus.yml": full_config("http://aigov:8080", "aigov", "15s"),
         DEPLOY / "compose/grafana/dashboards/aigov.json":
             json.dumps(bind_datasource(dashboard("aigov"), "prometheus"), indent=2) + "\n",
         DEPLOY / "compose/aigov/policy.toml": policy,

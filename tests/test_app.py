@@ -330,7 +330,9 @@ async def test_415(client: Client, token: str) -> None:
     await expect_error(await post(client, token, json.dumps(BODY), ctype="text/plain"), 415, "unsupported_media_type")
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe{}", b"", b"[" * 100_000 + b"]" * 100_000])
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe{}", b"", b"[" * 100_000 + b"]" * 100_000,
+                                 json.dumps({**BODY, "metadata": {"x": float("nan")}}).encode(),
+                                 json.dumps({**BODY, "metadata": {"x": float("inf")}}).encode()])
 async def test_400(client: Client, token: str, raw: bytes) -> None:
     await refresh(client)
     await expect_error(await post(client, token, raw), 400, "invalid_json")
@@ -360,6 +362,18 @@ async def test_422_names_the_field(client: Client, token: str, body: Any, field:
     await refresh(client)
     data = await expect_error(await post(client, token, json.dumps(body)), 422, "validation_error")
     assert field in data["error"]["message"]
+
+
+@pytest.mark.parametrize(("number", "message"), [
+    ("7" * 5000, "a number in the body is too large (5000 digits; at most 4300)"),
+    ("1e400", "a number in the body is too large (1e400)"),
+])
+async def test_a_number_too_large_is_422_saying_so(client: Client, token: str, number: str, message: str) -> None:
+    # Valid JSON (a 400 used to call it "not valid JSON"), but not a number aigov can hold.
+    await refresh(client)
+    raw = json.dumps({**BODY, "metadata": {"n": 0}}).replace('"n": 0', f'"n": {number}')
+    data = await expect_error(await post(client, token, raw), 422, "validation_error")
+    assert data["error"]["message"] == message
 
 
 async def test_metadata_accepted(client: Client, token: str) -> None:

@@ -89,7 +89,11 @@ def test_good_home_has_no_findings_but_info(good: Path) -> None:
     assert {f["severity"] for f in rep["findings"]} <= {"info"}, rep["findings"]
     assert "AG701" in ids(rep)  # daemon not running
     assert code == 0
-    assert {c["status"] for c in rep["checks"]} <= {"pass"}
+    # Checks that could not run say so (no daemon to probe, --skip-deps); every other one passed.
+    skipped = {c["function"]: c["reason"] for c in rep["checks"] if c["status"] == "skipped"}
+    assert skipped == {"check_live_probes": "no daemon runs (start one, or give --url)",
+                       "check_dependencies": "--skip-deps given"}
+    assert {c["status"] for c in rep["checks"]} == {"pass", "skipped"}
     assert len(rep["checks"]) >= 15
 
 
@@ -354,17 +358,51 @@ def test_dependency_vulnerability_is_reported(home: Path) -> None:
     assert seen[0][:3] == ["pip-audit", "--format", "json"]
 
 
-def test_dependency_check_without_pip_audit_is_informational(home: Path) -> None:
-    out = checks_runtime.check_dependencies(_ctx(home), find=lambda: None)
-    assert [(f.id, f.severity) for f in out] == [("AG902", Severity.INFO)]
-    assert "pip install pip-audit" in out[0].remediation
+def _dependency_check(home: Path, **kw: Any) -> dict[str, Any]:
+    """The --json form of the dependency check alone, with ``kw`` passed to it."""
+    from aigov_cli.audit.render import to_json
+    from aigov_cli.audit.runner import run_audit
+
+    def check(ctx: AuditContext) -> list[Any]:
+        """Known vulnerabilities of the installed packages."""
+        return checks_runtime.check_dependencies(ctx, **kw)
+
+    doc = to_json(run_audit(_ctx(home), [("dependency vulnerabilities", check)]), Severity.HIGH)
+    return doc
 
 
-def test_dependency_check_offline_is_informational(home: Path) -> None:
-    out = checks_runtime.check_dependencies(
-        _ctx(home), command=["pip-audit"], run=lambda cmd, t: _Proc("", 1, "ConnectionError: no network"))
-    assert [(f.id, f.severity) for f in out] == [("AG903", Severity.INFO)]
-    assert "no network" in out[0].evidence
+def test_dependency_check_without_pip_audit_is_skipped_with_the_command_that_runs_it(home: Path) -> None:
+    doc = _dependency_check(home, find=lambda: None)
+    # It did not run: skipped (it was "pass" in --json), with how to make it run (not "network access").
+    assert [(c["status"], c.get("reason")) for c in doc["checks"]] == [("skipped", "pip-audit is not installed")]
+    (f,) = doc["findings"]
+    assert (f["id"], f["severity"]) == ("AG902", "info") and doc["failed"] is False
+    assert "pip install 'aigov[audit]'" in f["remediation"] and "network" not in f["remediation"]
+
+
+def test_the_table_shows_texts_as_written(home: Path) -> None:
+    # rich markup took "[audit]" in the remediation for a style tag and printed `pip install 'aigov'`.
+    r = cli(home, "audit", COLUMNS="200", timeout=120)
+    assert r.returncode in (0, 1), r.stderr
+    if "AG902" in r.stdout:  # pip-audit is not installed here
+        assert "'aigov[audit]'" in r.stdout and "'aigov'" not in r.stdout
+        assert "skipped: dependency vulnerabilities (pip-audit is not installed)" in r.stdout
+
+
+def test_dependency_check_offline_is_skipped(home: Path) -> None:
+    doc = _dependency_check(home, command=["pip-audit"],
+                            run=lambda cmd, t: _Proc("", 1, "ConnectionError: no network"))
+    assert [(c["status"], c.get("reason")) for c in doc["checks"]] == [("skipped", "pip-audit failed")]
+    (f,) = doc["findings"]
+    assert f["id"] == "AG903" and "no network" in f["evidence"]
+
+
+def test_the_audit_extra_brings_pip_audit() -> None:
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(req.startswith("pip-audit") for req in extras["audit"])
 
 
 # Live probes: a fake daemon that gets everything wrong, then the real one.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -34,6 +36,18 @@ def test_export_writes_an_importable_dashboard(home: Path, tmp_path: Path) -> No
         assert {"x", "y", "w", "h"} <= set(p["gridPos"])
     stdout = cli(home, "dashboard", "export")
     assert json.loads(stdout.stdout) == board
+
+
+def test_the_readme_lists_every_panel() -> None:
+    # The README said 13 panels and listed 12: the list, its count and the export must agree.
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"The dashboard has (\d+) panels \(([^)]*)\)", readme.replace("\n", " "))
+    assert m, "the README no longer describes the dashboard's panels"
+    listed = [item.strip().lower() for item in m[2].split(",")]
+    titles = [p.title.lower().replace(" / ", "/").replace("api ", "") for p in PANELS]
+    assert int(m[1]) == len(listed) == len(PANELS), (m[1], listed)
+    for item, title in zip(listed, titles, strict=True):  # in the dashboard's order
+        assert all(word in title for word in item.split()), (item, title)
 
 
 def test_latency_panel_uses_the_histogram() -> None:
@@ -90,4 +104,66 @@ def test_prometheus_config_for_the_configured_port(home: Path) -> None:
     (home / "config.toml").write_text("port = 9191\n")
     r = cli(home, "dashboard", "prometheus-config", "--job", "gov")
     assert r.returncode == 0
-    assert "job_name: gov" in r.stdout and "- targets: ['127.0.0.1:9191']" in r.stdout
+    assert 'job_name: "gov"' in r.stdout and "- targets: ['127.0.0.1:9191']" in r.stdout
+
+
+# Prometheus's own example configuration (documentation/examples/prometheus.yml), as most files start.
+EXAMPLE_PROMETHEUS_YML = """\
+global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets:
+
+rule_files:
+
+scrape_configs:
+  - job_name: "prometheus"
+    static_configs:
+      - targets: ["localhost:9090"]
+"""
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (Debian: prometheus)")
+
+
+def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_the_job_is_a_list_item_without_a_top_level_key(home: Path) -> None:
+    r = cli(home, "dashboard", "prometheus-config")
+    assert r.returncode == 0
+    body = [line for line in r.stdout.splitlines() if not line.startswith("#")]
+    assert body[0] == '  - job_name: "aigov"' and all(line.startswith("    ") for line in body[1:])
+    assert "--full > prometheus.yml" in r.stdout
+
+
+@needs_promtool
+def test_readme_commands_give_files_promtool_accepts(home: Path, tmp_path: Path) -> None:
+    # The README: a whole file with --full, or the job appended to an existing prometheus.yml.
+    whole = tmp_path / "prometheus.yml"
+    r = cli(home, "dashboard", "prometheus-config", "--full", "--job", 'odd: "name" #1', "--interval", "1m30s")
+    assert r.returncode == 0
+    whole.write_text(r.stdout)
+    check = promtool_check(whole)
+    assert check.returncode == 0, check.stdout + check.stderr
+    appended = tmp_path / "existing.yml"
+    job = cli(home, "dashboard", "prometheus-config")
+    appended.write_text(EXAMPLE_PROMETHEUS_YML + job.stdout)
+    check = promtool_check(appended)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--interval", "15"), "--interval: '15' is not a Prometheus duration (e.g. 15s, 1m, 1m30s)"),
+    (("--interval", "1s1m"), "--interval: '1s1m' is not a Prometheus duration (e.g. 15s, 1m, 1m30s)"),
+    (("--job", " "), "--job: the job name is empty"),
+])
+def test_prometheus_config_refuses_what_prometheus_would(home: Path, args: tuple[str, ...], message: str) -> None:
+    r = cli(home, "dashboard", "prometheus-config", *args)
+    assert r.returncode == 2 and r.stdout == "" and r.stderr == f"aigov: error: {message}\n"

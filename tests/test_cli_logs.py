@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from aigov_cli.logs.query import Filter, parse_time
-from tests.audit_homes import record, records, write_decisions
+from tests.audit_homes import records, write_decisions
 from tests.backends import Backend
 from tests.daemon_proc import AIGOV, cli, create_key, env_for, running_daemon
 
@@ -138,38 +138,6 @@ def test_table_output(logged: Path) -> None:
     r = cli(logged, "logs", "--limit", "3")
     assert r.returncode == 0
     assert f"req-{N - 1:07d}" in r.stdout and "3 decision(s)" in r.stdout
-
-
-def column(lines: list[str], name: str) -> str:
-    """The text of one table column, its cells' lines joined: read by the header's character positions."""
-    head = next(i for i, line in enumerate(lines) if name in line.split())
-    start = lines[head].index(name)
-    rest = [lines[head].find(" " + h, start) for h in lines[head][start:].split()[1:2]]
-    end = rest[0] + 1 if rest and rest[0] >= 0 else None
-    return "".join(line[start:end].strip() for line in lines[head + 2:])
-
-
-@pytest.mark.parametrize("columns", [80, 140])
-def test_table_keeps_every_column_readable(home: Path, columns: int) -> None:
-    rid = "01M8EG25TAZD2P7P5NKA39YNAQ"  # a real request id: 26 characters
-    rules = ["pii.credit_card", "manipulation.prompt_injection"]
-    write_decisions(home / "aigov.db", [
-        record(1, request_id=rid, decision="block", rules=json.dumps(rules), input="my card is [REDACTED]"),
-        record(2, request_id="01M8EG25TZYK487SW3TE3JYWSQ"),
-    ])
-    for extra in ((), ("--show-input",)):
-        r = cli(home, "logs", *extra, COLUMNS=str(columns))
-        assert r.returncode == 0, r.stderr
-        lines = r.stdout.splitlines()
-        assert max(len(line) for line in lines) <= columns
-        row = next(line for line in lines if rid in line)  # the request id whole, on the row's first line
-        assert "block" in row
-        assert "01M8EG25TZYK487SW3TE3JYWSQ" in r.stdout and "allow" in r.stdout
-        assert column(lines, "rules").startswith("".join(rules))  # folded, never cut off
-        if extra:
-            assert column(lines, "input").replace(" ", "").startswith("mycardis[REDACTED]")
-        if columns >= 100:
-            assert "aaaaaaaaaaaa" in row and "chat" in row and "ms" in row
 
 
 def test_empty_home_lists_nothing_and_creates_nothing(home: Path) -> None:

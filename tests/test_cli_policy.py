@@ -125,6 +125,24 @@ def test_check_an_invalid_file_exits_2_naming_line_and_field(
     assert code == 2 and data["valid"] is False and data["error"].startswith(f"{f}{expected}")
 
 
+def test_check_reports_every_problem_each_on_its_line(run: Run, tmp_path: Path) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text("[policies.default]\nmode = 'strict'\nmax_input_chars = -1\n\n"
+                 "[[policies.default.rules]]\nid = 'c.x'\npattern = '[a-'\n\n[policies.other]\nmodels = 5\n")
+    code, out, err = run("policy", "check", str(f))
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        f"aigov: error: {f}:2: policies.default.mode: must be enforce or monitor, not 'strict'",
+        f"aigov: error: {f}:3: policies.default.max_input_chars: must be a positive integer",
+        f"aigov: error: {f}:7: policies.default.rules[0] (c.x).pattern: " + err.split(".pattern: ")[1].split("\n")[0],
+        f"aigov: error: {f}:10: policies.other.models: must be a table with allow and/or deny lists",
+    ]
+    code, out, _ = run("policy", "check", str(f), "--json")
+    data = json.loads(out)
+    assert code == 2 and data["valid"] is False and len(data["errors"]) == 4
+    assert data["error"] == data["errors"][0] == err.splitlines()[0].removeprefix("aigov: error: ")
+
+
 def test_check_a_missing_file(run: Run, tmp_path: Path) -> None:
     code, _, err = run("policy", "check", str(tmp_path / "nope.toml"))
     assert code == 2 and "cannot read" in err and "nope.toml" in err

@@ -44,6 +44,22 @@ def test_bad_config_names_the_key(home: Path, text: str, needle: str) -> None:
         load_config(env={"AIGOV_HOME": str(home)})
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("# settings\nhost = '127.0.0.1'\nport = '8080'\n", ":3: port must be int, got str '8080'"),
+        ("\n\nsurprise_key = 1\n", ":3: unknown key 'surprise_key' (known keys: "),
+        ("log_level = 'info'\n'log_inputs' = 'everything'\n", ":2: log_inputs must be one of none, redacted, full"),
+        ("# one\n# two\nport = = 1\n", ":3: invalid TOML: "),
+    ],
+)
+def test_bad_config_names_the_line(home: Path, text: str, message: str) -> None:
+    (home / "config.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"AIGOV_HOME": str(home)})
+    assert str(info.value).startswith(f"{home / 'config.toml'}{message}"), str(info.value)
+
+
 def test_bad_env_value_names_the_variable(home: Path) -> None:
     with pytest.raises(ConfigError, match="AIGOV_PORT"):
         load_config(env={"AIGOV_HOME": str(home), "AIGOV_PORT": "x"})

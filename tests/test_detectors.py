@@ -553,3 +553,18 @@ def test_prefilter_classes_match_the_python_ones() -> None:
     assert kept == _INVISIBLE.sub("", every)
     changed = {ch for ch in every if ch.translate(FOLD_TABLE) != ch or IGNORABLE.fullmatch(ch)}
     assert re2.sub(CHANGED_CLASS + "+", "", every) == "".join(ch for ch in every if ch not in changed)
+
+
+def test_the_readme_says_the_aws_example_key_is_allowed_and_it_is() -> None:
+    # A deliberate exception must be documented where users read about the detector.
+    from pathlib import Path
+
+    from daemon.policy.loader import default_policy_text, parse_policy
+
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8").split())
+    assert "`aws_access_key` deliberately lets AWS's documented example key id through: " \
+           "`AKIAIOSFODNN7EXAMPLE`" in readme
+    policy = parse_policy(default_policy_text()).get("default")
+    assert policy is not None
+    found = policy.evaluate("m", "chat", "key AKIAIOSFODNN7EXAMPLE and AKIAZ7VQ3M4TX2LPQRS5")
+    assert [(r.rule, r.start) for r in found.reasons] == [("secrets.aws_access_key", 29)]

@@ -67,7 +67,7 @@ def test_parse_rejects(text: str) -> None:
     assert "threshold" in str(exc.value)
 
 
-def stats(values_us: list[int], **kw: float | None) -> Stats:
+def stats(values_us: list[int], not_measured: dict[str, str] | None = None, **kw: float | None) -> Stats:
     h = Histogram()
     h.record_many(values_us)
     return Stats(
@@ -75,6 +75,8 @@ def stats(values_us: list[int], **kw: float | None) -> Stats:
         error_rate=kw.get("error_rate", 0.0),
         rate_limit_accuracy=kw.get("rate_limit_accuracy"),
         queue_depth=kw.get("queue_depth"),
+        breaking_point=kw.get("breaking_point"),
+        not_measured=not_measured or {},
     )
 
 
@@ -100,6 +102,17 @@ def test_unmeasured_defaults_are_skipped_but_user_thresholds_fail() -> None:
     r_user, r_default = evaluate([user, default], s)
     assert r_user.status == "fail" and r_user.describe_observed() == "not measured"
     assert r_default.status == "skipped" and r_default.ok
+
+
+def test_a_metric_the_run_cannot_have_is_skipped_with_its_reason() -> None:
+    # A stress run where every stage met the SLA has no breaking point: neither pass nor fail.
+    t = parse_threshold("breaking_point>100")
+    (r,) = evaluate([t], stats([1000], not_measured={"breaking_point": "not reached"}))
+    assert (r.status, r.observed, r.describe_observed()) == ("skipped", None, "not reached")
+    (r,) = evaluate([t], stats([1000]))
+    assert r.status == "fail"  # unmeasured for no stated reason: a user threshold still fails
+    (r,) = evaluate([t], stats([1000], breaking_point=150.0))
+    assert r.status == "pass"
 
 
 def test_equality_for_accuracy() -> None:

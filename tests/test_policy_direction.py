@@ -149,7 +149,7 @@ def test_cli_policy_test_direction(home: Path) -> None:
     assert r.returncode == 1 and r.stdout.startswith("BLOCK (policy default ")
     assert "checked as a model's answer)" in r.stdout and "secrets.github_token" in r.stdout
     r = cli(home, "policy", "test", "--input", "hi", "--direction", "sideways")
-    assert r.returncode == 2 and "'sideways' is not one of 'input', 'output'" in r.stderr
+    assert r.returncode == 2 and r.stderr == "aigov: error: --direction: 'sideways' is not one of input, output\n"
 
 
 def test_cli_policy_show_lists_applies_to(home: Path) -> None:

@@ -269,3 +269,24 @@ def test_two_keys_two_policies_same_input(env: Env) -> None:
     now = wait_for("the key's new policy", lambda: (x := check(d, env.trial_token, INJECTION))["allowed"] is False
                    and x)
     assert now["policy"]["name"] == "default"
+
+
+def test_reload_with_timeout_0_sends_and_does_not_wait(env: Env) -> None:
+    d = env.daemon
+    path = env.home / "policy.toml"
+    before = path.read_text()
+    text = BASE + "\n# reloaded without waiting\n"
+    path.write_text(text)
+    try:
+        r = cli(env.home, "policy", "reload", "--timeout", "0")
+        # The reload happens (the daemon got SIGHUP): exit 0, saying it did not wait, not exit 2.
+        assert r.returncode == 0, r.stderr
+        version = parse_policy(text).version
+        assert r.stdout.startswith(f"policy reload sent to the daemon (pid {d.proc.pid}): version {version}")
+        wait_for("the daemon to load it", lambda: d.request("GET", "/readyz").json().get("policy_version") == version)
+        r = cli(env.home, "policy", "reload", "--timeout", "-1")
+        assert (r.returncode, r.stderr) == (2, "aigov: error: --timeout must be 0 (do not wait) or more seconds, "
+                                               "not -1\n")
+    finally:
+        path.write_text(before)
+        assert cli(env.home, "policy", "reload").returncode == 0

@@ -307,3 +307,59 @@ def test_errors_in_inline_rules_name_the_rule_line() -> None:
     one_line = "[policies.default]\nmode = 'enforce'\nrules = [{id = 'a', detector = 'nope'}]\n"
     with pytest.raises(PolicyError, match=r"^p\.toml:3: "):
         parse_policy(one_line, "p.toml")
+
+
+MANY_PROBLEMS = """\
+[policies.default]
+mode = "enforse"
+max_input_chars = 0
+models = { allow = ["gpt-[4"], deny = [""] }
+
+[[policies.default.rules]]
+id = "pii.email"
+detector = "email"
+action = "deny"
+
+[[policies.default.rules]]
+id = "Bad Id"
+literal = "x"
+
+[[policies.default.rules]]
+id = "custom.re"
+pattern = "(unclosed"
+
+[policies.second]
+colour = "blue"
+"""
+
+
+def test_every_problem_is_reported_each_with_its_line() -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(MANY_PROBLEMS, "p.toml")
+    e = info.value
+    assert str(e) == "\n".join(e.errors)
+    assert [m.split(": ", 1)[0] for m in e.errors] == [
+        "p.toml:2", "p.toml:3", "p.toml:4", "p.toml:4", "p.toml:9", "p.toml:12", "p.toml:17", "p.toml:20"]
+    assert e.errors == [
+        "p.toml:2: policies.default.mode: must be enforce or monitor, not 'enforse'",
+        "p.toml:3: policies.default.max_input_chars: must be a positive integer",
+        "p.toml:4: policies.default.models.allow: bad glob 'gpt-[4': unbalanced brackets",
+        "p.toml:4: policies.default.models.deny: must be a list of non-empty strings (glob patterns)",
+        "p.toml:9: policies.default.rules[0] (pii.email).action: must be block, redact or monitor, not 'deny'",
+        "p.toml:12: policies.default.rules[1]: id must be lowercase letters, digits, '.', '_' or '-' (pii.email)",
+        "p.toml:17: policies.default.rules[2] (custom.re).pattern: " + e.errors[6].split(".pattern: ", 1)[1],
+        "p.toml:20: policies.second: unknown key 'colour' (known: description, max_input_chars, mode, models, "
+        "operations, rules)",
+    ]
+    assert "invalid pattern" in e.errors[6]
+
+
+def test_at_most_twenty_problems_are_listed() -> None:
+    text = "[policies.default]\n" + "".join(f"[[policies.default.rules]]\nid = 'r{i}'\naction = 'x'\nliteral = 'y'\n"
+                                            for i in range(30))
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.toml")
+    assert len(info.value.errors) == 30
+    lines = str(info.value).splitlines()
+    assert len(lines) == 21 and lines[-1] == "... and 10 more errors in the file"
+    assert all(line.startswith("p.toml:") for line in lines[:20])

@@ -10,11 +10,13 @@ import sys
 import sysconfig
 from collections.abc import Callable, Sequence
 
-from aigov_cli.audit.model import AuditContext, Finding, Severity
+from aigov_cli.audit.model import AuditContext, CheckSkipped, Finding, Severity
 
 PIP_AUDIT_TIMEOUT = 180.0
-HOW_TO = ("Install pip-audit (`pip install pip-audit`) and run `pip-audit` in the environment aigov is installed "
-          "in, or run `aigov audit` again with network access.")
+INSTALL = ("Install pip-audit in the environment aigov runs in: `pip install 'aigov[audit]'` (the audit extra "
+           "brings it), then run `aigov audit` again.")
+RETRY = ("pip-audit asks PyPI and OSV about every installed package: run `aigov audit` again where it can "
+         "reach them, or run `pip-audit` yourself in this environment.")
 
 
 def check_daemon_running(ctx: AuditContext) -> list[Finding]:
@@ -52,23 +54,29 @@ def check_dependencies(
 ) -> list[Finding]:
     """Known vulnerabilities of the installed packages, through pip-audit when it is installed and online."""
     if not ctx.run_deps:
-        return []
+        raise CheckSkipped("--skip-deps given")
     cmd = command if command is not None else find()
     if cmd is None:
-        return [Finding("AG902", "dependency vulnerabilities not checked (pip-audit is not installed)",
-                        Severity.INFO, "pip-audit was found neither as a module nor on PATH", HOW_TO)]
+        raise CheckSkipped(
+            "pip-audit is not installed",
+            Finding("AG902", "dependency vulnerabilities not checked (pip-audit is not installed)",
+                    Severity.INFO, "pip-audit was found neither as a module nor on PATH", INSTALL))
     try:
         proc = run([*cmd, "--format", "json", "--progress-spinner", "off"], PIP_AUDIT_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return [Finding("AG903", "dependency vulnerabilities not checked (pip-audit failed)", Severity.INFO,
-                        f"{type(e).__name__}: {e}", HOW_TO)]
+        raise CheckSkipped(
+            "pip-audit failed",
+            Finding("AG903", "dependency vulnerabilities not checked (pip-audit failed)", Severity.INFO,
+                    f"{type(e).__name__}: {e}", RETRY)) from None
     try:
         data = json.loads(proc.stdout)
         deps = data["dependencies"] if isinstance(data, dict) else data
     except (ValueError, KeyError, TypeError):
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [Finding("AG903", "dependency vulnerabilities not checked (pip-audit failed)", Severity.INFO,
-                        f"exit {proc.returncode}: {tail[:300]}", HOW_TO)]
+        raise CheckSkipped(
+            "pip-audit failed",
+            Finding("AG903", "dependency vulnerabilities not checked (pip-audit failed)", Severity.INFO,
+                    f"exit {proc.returncode}: {tail[:300]}", RETRY)) from None
     out = []
     for dep in deps:
         for v in dep.get("vulns") or []:

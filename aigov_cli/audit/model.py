@@ -66,6 +66,18 @@ class Finding:
         }
 
 
+class CheckSkipped(Exception):
+    """Raised by a check that could not run: its status is ``skipped``, not ``pass``.
+
+    ``finding`` (info) tells the reader how to make it run; ``reason`` is the one-line why.
+    """
+
+    def __init__(self, reason: str, finding: Finding | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.finding = finding
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """What running one check gave: its findings, or why it was skipped."""

@@ -291,7 +291,9 @@ def _tag(f: Finding, check: str) -> Finding:
 def check_live_probes(ctx: AuditContext) -> list[Finding]:
     """Probe the running daemon (or --url) over HTTP; skipped when none runs."""
     if not ctx.url:
-        return []
+        from aigov_cli.audit.model import CheckSkipped
+
+        raise CheckSkipped("no daemon runs (start one, or give --url)")
     from daemon.tls import local_client_context
 
     # This home's own daemon: its certificate is pinned; a --url is verified by the system's trust store.

@@ -26,15 +26,17 @@ def summary_line(report: AuditReport) -> str:
     c = report.counts()
     parts = ", ".join(f"{n} {sev}" for sev, n in c.items() if n)
     failed = sum(1 for r in report.results if r.status == "fail")
+    skipped = sum(1 for r in report.results if r.status == "skipped")
     return (f"{len(report.findings)} finding(s){': ' + parts if parts else ''} "
-            f"({len(report.results)} checks, {failed} failed, {report.duration:.1f} s)")
+            f"({len(report.results)} checks, {failed} failed, {skipped} skipped, {report.duration:.1f} s)")
 
 
 def render_text(report: AuditReport, console: Console) -> None:
     """A table per severity, worst first, then the one-line summary."""
     from rich.table import Table
+    from rich.text import Text
 
-    console.print(f"aigov audit of {report.target}")
+    console.print(f"aigov audit of {report.target}", markup=False)
     findings = report.findings
     for sev in reversed(Severity):
         group = [f for f in findings if f.severity is sev]
@@ -48,10 +50,14 @@ def render_text(report: AuditReport, console: Console) -> None:
         t.add_column("evidence", ratio=3, overflow="fold")
         t.add_column("remediation", ratio=3, overflow="fold")
         for f in group:
-            t.add_row(f.id, f.title, f.evidence, f.remediation)
+            # Text, not markup: a remediation like `pip install 'aigov[audit]'` is shown as written.
+            t.add_row(Text(f.id), Text(f.title), Text(f.evidence), Text(f.remediation))
         console.print(t)
     if not findings:
         console.print("No findings.")
+    for r in report.results:
+        if r.skipped is not None:
+            console.print(f"skipped: {r.name} ({r.skipped})", markup=False, soft_wrap=True)
     console.print(summary_line(report), markup=False)
 
 
@@ -66,7 +72,8 @@ def to_json(report: AuditReport, fail_on: Severity) -> dict[str, Any]:
         "summary": report.counts(),
         "findings": [f.as_dict() for f in report.findings],
         "checks": [{"name": r.name, "function": r.function,
-                    "description": r.description, "status": r.status, "findings": len(r.findings)}
+                    "description": r.description, "status": r.status, "findings": len(r.findings),
+                    **({"reason": r.skipped} if r.skipped is not None else {})}
                    for r in report.results],
     }
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from aigov_cli.audit import checks_config, checks_files, checks_keys, checks_runtime, checks_storage, probes
-from aigov_cli.audit.model import AuditContext, CheckResult, Finding, Severity
+from aigov_cli.audit.model import AuditContext, CheckResult, CheckSkipped, Finding, Severity
 
 Check = Callable[[AuditContext], list[Finding]]
 
@@ -66,8 +66,11 @@ def run_audit(ctx: AuditContext, checks: Sequence[tuple[str, Check]] = CHECKS) -
     t0 = time.time()
     results = []
     for name, fn in checks:
+        skipped: str | None = None
         try:
             found = fn(ctx)
+        except CheckSkipped as s:  # could not run: say so, never report it as passed
+            found, skipped = ([s.finding] if s.finding else []), s.reason
         except Exception as e:  # a broken check must not hide the others' findings
             from daemon.errors import ConfigError
 
@@ -76,7 +79,8 @@ def run_audit(ctx: AuditContext, checks: Sequence[tuple[str, Check]] = CHECKS) -
             found = [Finding("AG000", f"check {name!r} could not run", Severity.MEDIUM, f"{type(e).__name__}: {e}",
                              "Report this as a bug in aigov.")]
         found = [replace(f, check=f.check or fn.__name__) for f in found]
-        results.append(CheckResult(name, (fn.__doc__ or "").strip().splitlines()[0], fn.__name__, tuple(found)))
+        results.append(CheckResult(name, (fn.__doc__ or "").strip().splitlines()[0], fn.__name__, tuple(found),
+                                   skipped))
     ctx.close()
     target = str(ctx.config.paths.home or ctx.config.paths.config_dir)
     return AuditReport(tuple(results), t0, time.time() - t0, target)

@@ -44,7 +44,7 @@ def init(
             continue
         _write_private(path, text)
         typer.echo(f"wrote    {path}")
-    typer.echo(f"database {cfg.db_file} (created on first use)")
+    typer.echo(f"database {cfg.db_file} ({'exists' if cfg.db_file.exists() else 'created on first use'})")
 
 
 def _setup_logging(level: str) -> None:
@@ -133,7 +133,8 @@ def _detach(cfg: Any, host: str | None, port: int | None, workers: str | None) -
     while time.time() < deadline:
         if proc.poll() is not None:
             tail = cfg.paths.log_file.read_text(errors="replace").strip().splitlines()[-1:]
-            raise ConfigError(f"the daemon exited at start ({tail[0] if tail else 'no log'})")
+            last = tail[0].removeprefix("aigov: error: ") if tail else f"nothing in {cfg.paths.log_file}"
+            raise ConfigError(f"the daemon exited at start: {last}")
         info = daemon_running(cfg.paths.pid_file)
         if info and info.get("url") and _get_json(f"{info['url']}/healthz") is not None:
             typer.echo(f"aigov started in the background: pid {info['pid']}, {info['url']}")

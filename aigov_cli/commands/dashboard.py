@@ -53,19 +53,25 @@ def export(
 @app.command("prometheus-config")
 def prometheus_config(
     job: Annotated[str, typer.Option("--job", help="The job name.")] = "aigov",
-    interval: Annotated[str, typer.Option("--interval", help="The scrape interval.")] = "15s",
+    interval: Annotated[str, typer.Option("--interval", help="The scrape interval (a Prometheus duration).")] = "15s",
     url: Annotated[str | None, typer.Option(
         "--url", help="Scrape the daemon at this URL (e.g. http://aigov:8080 in a compose network). "
         "[default: the daemon of this home]", show_default=False)] = None,
+    full: Annotated[bool, typer.Option("--full", help="Print a whole prometheus.yml instead of one scrape job.")]
+    = False,
 ) -> None:
-    """Print a Prometheus scrape configuration for the local daemon."""
+    """Print a Prometheus scrape job for the local daemon (to add under scrape_configs), or a whole file."""
     import re
 
-    from aigov_cli.dashboard.prometheus import scrape_config
+    from aigov_cli.dashboard.prometheus import check_interval, full_config, job_text
     from aigov_cli.output import config as load_cfg
     from daemon.errors import ConfigError
     from daemon.pidfile import daemon_running
 
+    if not check_interval(interval):
+        raise ConfigError(f"--interval: {interval!r} is not a Prometheus duration (e.g. 15s, 1m, 1m30s)")
+    if not job.strip():
+        raise ConfigError("--job: the job name is empty")
     if url is not None:
         if not re.fullmatch(r"https?://[^\s/'\"]+/?", url):
             raise ConfigError(f"--url must be http://HOST:PORT or https://HOST:PORT, not {url!r}")
@@ -73,4 +79,4 @@ def prometheus_config(
         cfg = load_cfg()
         info = daemon_running(cfg.paths.pid_file)
         url = str((info or {}).get("url") or cfg.url)
-    typer.echo(scrape_config(url, job, interval), nl=False)
+    typer.echo((full_config if full else job_text)(url, job, interval), nl=False)

@@ -110,6 +110,7 @@ def create(
 def list_keys(
     all_keys: Annotated[bool, typer.Option("--all", help="Include revoked and expired keys.")] = False,
     as_json: JsonOpt = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column, however wide the lines get.")] = False,
 ) -> None:
     """List keys (active only unless --all); never shows secrets."""
 
@@ -126,18 +127,16 @@ def list_keys(
     if not rows:
         c.print("No keys." + ("" if all_keys else " (--all shows revoked and expired ones)"))
         return
-    # The key id is what revoke/rotate/show take: always whole. Dates are days here (`keys show` and
-    # --json have the time); names and policies fold. Under 100 columns `created` is left out.
-    whole = {"no_wrap": True}
-    fold = {"min_width": 6, "overflow": "fold"}
-    cols: list[Column] = [("key_id", lambda r: r["key_id"], whole), ("name", lambda r: r["name"], fold),
-                          ("status", lambda r: r["status"], whole), ("rate limit", lambda r: r["rate_limit"], whole),
-                          ("policy", lambda r: r["policy"], fold)]
-    if c.width >= 100:
-        cols.append(("created (UTC)", lambda r: _day(r["created_at"]) or "-", whole))
-    cols += [("expires", lambda r: _day(r["expires_at"]) or "never", whole),
-             ("last used", lambda r: _day(r["last_used_at"]) or "-", whole)]
-    print_table(c, cols, rows)
+    # Identifiers (the key id revoke/rotate/show take, the policy) are never split; names fold between
+    # words. Dates are days here (`keys show` and --json have the time). When the table does not fit,
+    # `created`, then `last used`, then `expires` are left out (--wide keeps them).
+    cols = [Column("key_id", lambda r: r["key_id"]), Column("name", lambda r: r["name"], kind="text", min_width=6),
+            Column("status", lambda r: r["status"]), Column("rate limit", lambda r: r["rate_limit"]),
+            Column("policy", lambda r: r["policy"]),
+            Column("created (UTC)", lambda r: _day(r["created_at"]) or "-", drop=3),
+            Column("expires", lambda r: _day(r["expires_at"]) or "never", drop=1),
+            Column("last used", lambda r: _day(r["last_used_at"]) or "-", drop=2)]
+    print_table(c, cols, rows, wide=wide)
 
 
 def _get(key_id: str) -> Any:
@@ -172,13 +171,16 @@ def revoke(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
     from daemon.keyadmin import check_key_id
 
     check_key_id(key_id)
+    at = time.time()
 
     async def go(store: KeyStore, cfg: Any) -> KeyRecord:
-        return await store.revoke(key_id, time.time())
+        return await store.revoke(key_id, at)
 
     _, rec = _run(go)
     if as_json:
         print_json(key_json(rec))
+    elif rec.revoked_at != at:  # revoking is idempotent: the first revocation stands
+        typer.echo(f"{rec.key_id} ({rec.name}) was already revoked at {iso(rec.revoked_at)}; nothing changed")
     else:
         typer.echo(f"revoked {rec.key_id} ({rec.name}) at {iso(rec.revoked_at)}")
 
@@ -245,5 +247,9 @@ def update(
     _, rec = _run(go)
     if as_json:
         print_json(key_json(rec))
-    else:
-        typer.echo(f"updated {rec.key_id}: rate limit {key_json(rec)['rate_limit']}, policy {rec.policy}")
+        return
+    d = key_json(rec)
+    changed = [f"rate limit {d['rate_limit']}" if rate else "", f"policy {rec.policy}" if policy is not None else "",
+               f"name {rec.name!r}" if name is not None else "",
+               f"expires {d['expires_at']}" if exp is not None else ""]
+    typer.echo(f"updated {rec.key_id}: {', '.join(c for c in changed if c)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -109,15 +110,18 @@ def loadtest(
         allow_remote=allow_remote,
         ca_file=ca_file,
     )
+    from daemon.errors import ConfigError
+
     try:
         code = execute(args)
     except (UsageError, RunError) as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise ConfigError(str(exc)) from None
     except KeyboardInterrupt:
-        typer.echo("Error: interrupted before the run started", err=True)
+        from aigov_cli.output import error_lines
+
+        sys.stderr.write(error_lines("interrupted before the run started"))
         raise typer.Exit(1) from None
     except OSError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise ConfigError(f"{where}{exc.strerror or exc}") from None
     raise typer.Exit(code)

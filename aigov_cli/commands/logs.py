@@ -50,6 +50,8 @@ Model = Annotated[str | None, typer.Option("--model", help="Only this model (glo
 RequestId = Annotated[str | None, typer.Option("--request-id", help="Only the decision with this request id "
                                                "(the X-Request-Id of an answer).", show_default=False)]
 ShowInput = Annotated[bool, typer.Option("--show-input", help="Include the stored input (as log_inputs kept it).")]
+Wide = Annotated[bool, typer.Option("--wide", help="Table: every column and whole request ids, however wide the "
+                                    "lines get.")]
 
 
 class DirectionChoice(enum.Enum):
@@ -113,6 +115,7 @@ def logs(
     = False,
     as_json: JsonOpt = False,
     show_input: ShowInput = False,
+    wide: Wide = False,
 ) -> None:
     """List decisions, newest last (a table, or JSON Lines with --json); --follow keeps printing new ones."""
     if ctx.invoked_subcommand is not None:
@@ -146,7 +149,7 @@ def logs(
                         emit(row)
                 else:
                     _table([public(r, show_input, hashes=False) for r in rows], show_input,
-                           (cfg.log_batch_size, cfg.log_flush_interval))
+                           (cfg.log_batch_size, cfg.log_flush_interval), wide)
             if follow:
                 do_follow(reader, flt, emit, cursor=cursor)
         except KeyboardInterrupt:
@@ -173,7 +176,19 @@ def _latency(d: dict[str, Any]) -> str:
     return f"{d['latency_ms']:.2f}ms" if d.get("latency_ms") is not None else "-"
 
 
-def _table(rows: list[dict[str, Any]], show_input: bool, batching: tuple[int, float]) -> None:
+SHORT_ID_CHARS = 8
+
+
+def short_id(request_id: str) -> str:
+    """A request id as a table shows it: ``…`` and its last 8 characters.
+
+    A request id is a ULID: its first 10 characters are its time, which the time column shows;
+    the last 16 are random, so the tail is what tells two requests apart.
+    """
+    return request_id if len(request_id) <= 2 * SHORT_ID_CHARS else "…" + request_id[-SHORT_ID_CHARS:]
+
+
+def _table(rows: list[dict[str, Any]], show_input: bool, batching: tuple[int, float], wide: bool = False) -> None:
     from aigov_cli.output import Column, console, print_table
 
     c = console()
@@ -183,27 +198,30 @@ def _table(rows: list[dict[str, Any]], show_input: bool, batching: tuple[int, fl
         c.print(f"[dim]A running daemon writes decisions {size} at a time or every {interval:g} s, so the "
                 "newest may not be here yet (--follow waits for them).[/dim]")
         return
-    # Every column stays readable: the time without year and milliseconds (--json has them), the
-    # request id whole (it is what one looks up), one rule per line. Under 100 columns the key, the
-    # operation and the latency (and with --show-input the model) are left out rather than squeezed
-    # to nothing; --json has every field.
-    narrow = c.width < 100
-    whole = {"no_wrap": True}
-    cols: list[Column] = [("time (UTC)", lambda d: _short_time(d["time"]), whole),
-                          ("decision", lambda d: d["decision"], whole)]
-    if not narrow:
-        cols.append(("key", lambda d: d.get("key_id") or "-", whole))
-    if not (narrow and show_input):  # under 100 columns the stored input needs the model's room
-        cols.append(("model", lambda d: d.get("model") or "-", {"min_width": 6, "overflow": "fold"}))
-    if not narrow:
-        cols.append(("operation", lambda d: d.get("operation") or "-", {"min_width": 6, "overflow": "fold"}))
-    cols.append(("rules", lambda d: "\n".join(d["rules"]) or "-", {"min_width": 10, "overflow": "fold"}))
-    if not narrow:
-        cols.append(("latency", _latency, {"no_wrap": True, "justify": "right"}))
-    cols.append(("request_id", lambda d: d["request_id"], whole))
+    # Identifiers are never split: rule ids one per line, the request id as its distinguishing tail
+    # (--wide, --json and --request-id take it whole), the time without year and milliseconds. When
+    # the table does not fit, the operation, the latency, the key and then the model are left out,
+    # in that order, rather than squeezed; --wide keeps them, --json has every field.
+    def rid(d: dict[str, Any]) -> str:
+        return str(d["request_id"]) if wide else short_id(d["request_id"])
+
+    days = {d["time"][:10] for d in rows}
+    if len(days) == 1 and not wide:  # one day (`--since 1h`, say): the date once, in the header
+        day = next(iter(days))
+        time_col = Column(f"UTC {day[5:10]}", lambda d: d["time"][11:19] if len(d["time"]) >= 19 else d["time"])
+    else:
+        time_col = Column("time (UTC)", lambda d: _short_time(d["time"]))
+    cols = [time_col,
+            Column("decision", lambda d: d["decision"]),
+            Column("key", lambda d: d.get("key_id") or "-", drop=2),
+            Column("model", lambda d: d.get("model") or "-", drop=1),
+            Column("operation", lambda d: d.get("operation") or "-", drop=4),
+            Column("rules", lambda d: "\n".join(d["rules"]) or "-"),
+            Column("latency", _latency, drop=3, justify="right"),
+            Column("request_id", rid)]
     if show_input:
-        cols.append(("input", lambda d: d.get("input") or "", {"min_width": 8, "overflow": "fold"}))
-    print_table(c, cols, rows, style=lambda d: "red" if d["decision"] == "block" else None)
+        cols.append(Column("input", lambda d: d.get("input") or "", kind="text"))
+    print_table(c, cols, rows, style=lambda d: "red" if d["decision"] == "block" else None, wide=wide)
     c.print(f"{len(rows)} decision(s)")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,7 +51,7 @@ def check(
         ps = _load(file)
     except PolicyError as e:
         if as_json:
-            print_json({"valid": False, "error": str(e)})
+            print_json({"valid": False, "error": e.errors[0], "errors": e.errors})
             raise typer.Exit(2) from None
         raise
     info = {"valid": True, "source": ps.source, "version": ps.version,
@@ -82,7 +81,9 @@ def test(
     from daemon.errors import ConfigError
 
     if input_text == "-":
-        input_text = sys.stdin.read()
+        from aigov_cli.textin import read_stdin
+
+        input_text = read_stdin("--input -")
     ps = _load(file)
     pol = ps.get(policy)
     if pol is None:
@@ -168,17 +169,20 @@ def show(
 
 @app.command("reload")
 def reload(
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the daemon to confirm.")] = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the daemon to confirm "
+                                           "(0: do not wait).")] = 10.0,
 ) -> None:
     """Validate the policy file, then make the running daemon load it (SIGHUP); the old one stays if invalid."""
     import os
     import signal
 
     from aigov_cli.commands.daemon_cmds import _get_json
-    from daemon.errors import AigovError
+    from daemon.errors import AigovError, ConfigError
     from daemon.pidfile import daemon_running
     from daemon.policy.loader import PolicyError
 
+    if not timeout >= 0:  # also NaN
+        raise ConfigError(f"--timeout must be 0 (do not wait) or more seconds, not {timeout:g}")
     cfg = load_cfg()
     info = daemon_running(cfg.paths.pid_file)
     pid = int(info["pid"]) if info and info.get("pid") else None
@@ -193,20 +197,26 @@ def reload(
     if pid is None or info is None:
         raise AigovError("aigov is not running; the new policy applies when it starts")
     os.kill(pid, signal.SIGHUP)
+    if timeout == 0:
+        typer.echo(f"policy reload sent to the daemon (pid {pid}): version {ps.version} ({', '.join(ps.names)}); "
+                   "not waiting for it (--timeout 0)")
+        return
     workers = len(info.get("workers") or [pid])
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    deadline = time.monotonic() + timeout
+    while True:  # at least one look, however short the timeout
         if workers > 1:  # every worker says which policy it runs on the board they share
             from daemon.workers import WorkerBoard
 
             versions = [s.get("policy_version") for s in WorkerBoard.for_config(cfg).states()]
             done = len(versions) >= workers and all(v == ps.version for v in versions)
         else:
-            ready = _get_json(f"{info['url']}/readyz")
+            ready = _get_json(f"{info['url']}/readyz", timeout=max(0.1, min(2.0, deadline - time.monotonic())))
             done = ready is not None and ready.get("policy_version") == ps.version
         if done:
             typer.echo(f"policy reloaded: version {ps.version} ({', '.join(ps.names)})"
                        + (f" in all {workers} workers" if workers > 1 else ""))
             return
-        time.sleep(0.1)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
     raise AigovError(f"the daemon did not confirm policy version {ps.version} within {timeout:g} s; see its log")

@@ -110,7 +110,7 @@ def build_options(args: CommandArgs) -> RunOptions:
     d = MODE_DEFAULTS[args.mode]
     rate = d.rate if args.rate is None else args.rate
     if not 0 < rate <= MAX_RATE:
-        raise UsageError(f"--rate must be between 0 and {MAX_RATE:g} requests per second")
+        raise UsageError(f"--rate must be more than 0 and at most {MAX_RATE:g} requests per second, not {rate:g}")
     duration = d.duration_s if args.duration is None else parse_duration(args.duration, what="--duration")
     if not 0 < duration <= MAX_DURATION_S:
         raise UsageError("--duration must be more than 0 and at most 24h")

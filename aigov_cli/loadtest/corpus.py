@@ -111,6 +111,14 @@ def default_corpus(n: int = 64, seed: int = 1, trigger_share: float = 0.25) -> C
     return Corpus(bodies=tuple(bodies), source="default", triggering=triggering)
 
 
+def _encode(value: dict[str, object]) -> bytes:
+    """A request body as UTF-8 JSON; a lone surrogate (``"\\ud800"`` in the file) stays a JSON escape."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # not encodable as UTF-8: send it as the file wrote it, escaped
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def load_corpus(path: Path) -> Corpus:
     """Read a JSONL corpus: each line a request object, or a string used as ``input_text``."""
     try:
@@ -135,7 +143,7 @@ def load_corpus(path: Path) -> Corpus:
                 value = {"model": DEFAULT_MODEL, "operation": "chat", "input_text": value}
             if not isinstance(value, dict):
                 raise UsageError(f"{path}:{lineno}: expected a JSON object or string")
-            bodies.append(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+            bodies.append(_encode(value))
     if not bodies:
         raise UsageError(f"{path}: no requests (expected one JSON object per line)")
     return Corpus(bodies=tuple(bodies), source=f"file:{path}")

@@ -62,24 +62,78 @@ def encode_request(cfg: EngineConfig, token: str, body: bytes) -> bytes:
 
 
 @dataclass
+class Tally:
+    """Outcomes of requests, each counted once: the only counts any report reads.
+
+    A request is *sent* when its turn in the schedule comes (written on a connection, or queued
+    for one) and then ends in exactly one outcome: ``ok`` (2xx), ``rate_limited`` (429),
+    ``errors`` (any other answer, a timeout, a failed or lost connection) or ``abandoned``
+    (still unanswered when the run stopped). So ``sent == completed + abandoned`` once a phase
+    is over and ``completed == ok + rate_limited + errors`` always.
+    """
+
+    sent: int = 0
+    ok: int = 0
+    rate_limited: int = 0
+    errors: int = 0
+    abandoned: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> int:
+        """Requests with an outcome: an answer, a timeout or a connection failure."""
+        return self.ok + self.rate_limited + self.errors
+
+    def answered(self, status: int) -> None:
+        """Count an HTTP answer."""
+        st = self.statuses
+        st[status] = st.get(status, 0) + 1
+        if 200 <= status < 300:
+            self.ok += 1
+        elif status == 429:
+            self.rate_limited += 1
+        else:
+            self.failed(f"http_{status // 100}xx")
+
+    def failed(self, kind: str) -> None:
+        """Count an error of ``kind`` (``timeout``, ``connect``, ``http_5xx``...)."""
+        self.errors += 1
+        kinds = self.error_kinds
+        kinds[kind] = kinds.get(kind, 0) + 1
+
+    def merge(self, other: Tally) -> None:
+        """Add another tally (another tick, worker or phase)."""
+        self.sent += other.sent
+        self.ok += other.ok
+        self.rate_limited += other.rate_limited
+        self.errors += other.errors
+        self.abandoned += other.abandoned
+        for code, n in other.statuses.items():
+            self.statuses[code] = self.statuses.get(code, 0) + n
+        for kind, n in other.error_kinds.items():
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + n
+
+
+@dataclass
 class Tick:
-    """What happened during one progress tick of one phase (deltas, mergeable across workers)."""
+    """What happened during one progress tick of one phase (deltas, mergeable across workers).
+
+    The engine counts into ticks only; a phase's totals are the sum of its ticks, so the live
+    display (which adds ticks up as they come) and the final report cannot disagree.
+    """
 
     phase: int
     index: int
-    sent: int = 0
-    completed: int = 0
-    errors: int = 0
-    rate_limited: int = 0
+    main: Tally = field(default_factory=Tally)
+    probe: Tally = field(default_factory=Tally)
     late: int = 0
     hist: Histogram = field(default_factory=Histogram)
 
     def merge(self, other: Tick) -> None:
         """Add another worker's tick with the same phase and index."""
-        self.sent += other.sent
-        self.completed += other.completed
-        self.errors += other.errors
-        self.rate_limited += other.rate_limited
+        self.main.merge(other.main)
+        self.probe.merge(other.probe)
         self.late += other.late
         self.hist.merge(other.hist)
 
@@ -92,14 +146,8 @@ class PhaseResult:
     spec: PhaseSpec
     latency: Histogram = field(default_factory=Histogram)
     service: Histogram = field(default_factory=Histogram)
-    scheduled: int = 0
-    sent: int = 0
-    completed: int = 0
-    ok: int = 0
-    rate_limited: int = 0
-    abandoned: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
+    main: Tally = field(default_factory=Tally)
+    probe: Tally = field(default_factory=Tally)
     probes: dict[int, list[int]] = field(default_factory=dict)
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -117,28 +165,18 @@ class PhaseResult:
     workers: int = 1
 
     @property
-    def error_count(self) -> int:
-        """Requests that failed: transport errors and non-2xx answers (probes' 429s excluded)."""
-        return sum(self.errors.values())
-
-    @property
-    def finished(self) -> int:
-        """Requests with an outcome: a response or a transport error."""
-        return self.completed + sum(
-            v for k, v in self.errors.items() if not k.startswith("http_") and k != "rate_limited"
-        )
+    def error_rate(self) -> float | None:
+        """Errors per completed request of the main traffic (429s are not errors), or None."""
+        done = self.main.completed
+        return self.main.errors / done if done else None
 
     def merge(self, other: PhaseResult) -> None:
         """Fold another worker's result for the same phase into this one."""
         self.latency.merge(other.latency)
         self.service.merge(other.service)
+        self.main.merge(other.main)
+        self.probe.merge(other.probe)
         for name in (
-            "scheduled",
-            "sent",
-            "completed",
-            "ok",
-            "rate_limited",
-            "abandoned",
             "bytes_sent",
             "bytes_received",
             "late",
@@ -147,10 +185,6 @@ class PhaseResult:
             "connections_opened",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for code, n in other.statuses.items():
-            self.statuses[code] = self.statuses.get(code, 0) + n
-        for kind, n in other.errors.items():
-            self.errors[kind] = self.errors.get(kind, 0) + n
         for tag, counts in other.probes.items():
             mine = self.probes.setdefault(tag, [0, 0, 0, 0])
             for i, n in enumerate(counts):
@@ -394,15 +428,17 @@ class Engine:
         finally:
             ticker.cancel()
             reaper.cancel()
-            r.abandoned += self.in_flight + len(self.backlog)
             if self.in_flight or self.backlog:
+                for _, tag in self.backlog:
+                    self._abandoned(tag)
                 self.backlog.clear()
                 for c in list(self.conns):
-                    if c.busy and c.transport is not None:
+                    if c.busy:
+                        self._abandoned(c.tag)
                         c.busy = False
-                        c.transport.abort()
+                        if c.transport is not None:
+                            c.transport.abort()
                 self.in_flight = 0
-        r.scheduled = pacer.started
         r.dispatch_late = pacer.late
         r.dispatch_max_lag_s = pacer.max_lag_s
         r.wall_s = max(1e-9, clock() - t0)
@@ -416,7 +452,10 @@ class Engine:
     def _emit_tick(self, on_tick: Callable[[Tick], None] | None) -> None:
         t = self._tick
         self._tick = Tick(phase=t.phase, index=t.index + 1)
-        self._r.latency.merge(t.hist)
+        r = self._r
+        r.latency.merge(t.hist)
+        r.main.merge(t.main)
+        r.probe.merge(t.probe)
         if on_tick is not None:
             on_tick(t)
 
@@ -441,13 +480,18 @@ class Engine:
                     c._fail("timeout")
             backlog = self.backlog
             while backlog and now - backlog[0][0] > timeout:
-                backlog.popleft()
-                self._count_error("timeout")
+                _, tag = backlog.popleft()
+                self._count_error(tag, "timeout")
             self._check_drained()
 
     # -- the hot path ------------------------------------------------------------------------
 
     def _start(self, intended: float, tag: int) -> None:
+        if tag:
+            self._tick.probe.sent += 1
+            self._r.probes.setdefault(tag, [0, 0, 0, 0])[0] += 1
+        else:
+            self._tick.main.sent += 1
         if self.idle:
             self._send(self.idle.pop(), intended, tag)
             return
@@ -465,7 +509,6 @@ class Engine:
             self.rr += 1
         else:
             data = self.probe_reqs[tag - 1]
-            self._r.probes.setdefault(tag, [0, 0, 0, 0])[0] += 1
         lag = now - intended
         r = self._r
         if lag > LATE_THRESHOLD_S:
@@ -473,9 +516,7 @@ class Engine:
             self._tick.late += 1
         if lag > r.max_lag_s:
             r.max_lag_s = lag
-        r.sent += 1
         r.bytes_sent += len(data)
-        self._tick.sent += 1
         self.in_flight += 1
         conn.send(data, intended, tag, now)
 
@@ -492,32 +533,17 @@ class Engine:
         self.in_flight -= 1
         r = self._r
         t = self._tick
-        lat = int((now - conn.intended) * 1e6)
-        t.hist.record(lat)  # folded into the phase's latency histogram at every tick
-        r.service.record(int((now - conn.sent_at) * 1e6))
-        r.completed += 1
-        t.completed += 1
         r.bytes_received += nbytes
-        st = r.statuses
-        st[status] = st.get(status, 0) + 1
         tag = conn.tag
         if tag:
+            # Probe traffic is reported on its own: its latencies and 429s are not the service's.
+            t.probe.answered(status)
             p = r.probes.setdefault(tag, [0, 0, 0, 0])
-            if 200 <= status < 300:
-                p[1] += 1
-            elif status == 429:
-                p[2] += 1
-            else:
-                p[3] += 1
-                self._count_error(f"http_{status // 100}xx")
-        elif 200 <= status < 300:
-            r.ok += 1
-        elif status == 429:
-            r.rate_limited += 1
-            t.rate_limited += 1
-            self._count_error("rate_limited")
+            p[1 if 200 <= status < 300 else 2 if status == 429 else 3] += 1
         else:
-            self._count_error(f"http_{status // 100}xx")
+            t.hist.record(int((now - conn.intended) * 1e6))  # into the phase's histogram at every tick
+            r.service.record(int((now - conn.sent_at) * 1e6))
+            t.main.answered(status)
         if conn.close_after:
             conn.dead = True
             if conn.transport is not None:
@@ -526,16 +552,23 @@ class Engine:
             return
         self._next_for(conn)
 
-    def _count_error(self, kind: str) -> None:
-        errs = self._r.errors
-        errs[kind] = errs.get(kind, 0) + 1
-        self._tick.errors += 1
+    def _count_error(self, tag: int, kind: str) -> None:
+        if tag:
+            self._tick.probe.failed(kind)
+            self._r.probes.setdefault(tag, [0, 0, 0, 0])[3] += 1
+        else:
+            self._tick.main.failed(kind)
+
+    def _abandoned(self, tag: int) -> None:
+        if tag:
+            self._tick.probe.abandoned += 1
+            self._r.probes.setdefault(tag, [0, 0, 0, 0])[3] += 1
+        else:
+            self._tick.main.abandoned += 1
 
     def _request_failed(self, conn: _Conn, kind: str) -> None:
         self.in_flight -= 1
-        if conn.tag:
-            self._r.probes.setdefault(conn.tag, [0, 0, 0, 0])[3] += 1
-        self._count_error(kind)
+        self._count_error(conn.tag, kind)
         self._check_drained()
 
     # -- connections -------------------------------------------------------------------------
@@ -560,8 +593,8 @@ class Engine:
         except OSError:
             self.connecting -= 1
             if self.backlog:
-                self.backlog.popleft()
-                self._count_error("connect")
+                _, tag = self.backlog.popleft()
+                self._count_error(tag, "connect")
                 self._check_drained()
             return
         except asyncio.CancelledError:

@@ -64,9 +64,13 @@ class RichProgress:
             f"p50 {format_ms(_ms(ps[50.0]))}",
             f"p95 {format_ms(_ms(ps[95.0]))}  p99 {format_ms(_ms(ps[99.0]))}",
         )
-        t.add_row(
-            "requests", f"{s.completed} done", f"errors {s.errors}  429s {s.rate_limited}  late {s.late}"
-        )
+        m = s.main
+        t.add_row("requests", f"{m.sent} sent", f"ok {m.ok}  429s {m.rate_limited}  errors {m.errors}  "
+                  f"in flight {m.sent - m.completed - m.abandoned}  late {s.late}")
+        if s.probe.sent:
+            p = s.probe
+            t.add_row("probes", f"{p.sent} sent", f"ok {p.ok}  429s {p.rate_limited}  errors {p.errors}  "
+                      "(rate-limit probe keys, not counted above)")
         q = "-" if s.queue_depth is None else f"{s.queue_depth:g}"
         t.add_row("daemon", f"queue {q}", "")
         return t

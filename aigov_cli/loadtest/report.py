@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aigov_cli.loadtest.engine import PhaseResult
+from aigov_cli.loadtest.engine import PhaseResult, Tally
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.runner import HistoryRow, RunData
 from aigov_cli.loadtest.scenarios import LATE_THRESHOLD_S, Mode
@@ -64,27 +64,36 @@ def _rate(n: int, seconds: float) -> float:
     return round(n / seconds, 2) if seconds > 0 else 0.0
 
 
-def _requests(r: PhaseResult, planned_rate: float | None) -> dict[str, Any]:
-    finished = r.finished
+def tally_counts(t: Tally) -> dict[str, int]:
+    """The outcome counts of a tally: sent = completed + abandoned, completed = ok + rate_limited + errors."""
+    return {"sent": t.sent, "completed": t.completed, "ok": t.ok, "rate_limited": t.rate_limited,
+            "errors": t.errors, "abandoned": t.abandoned}
+
+
+def _requests(r: PhaseResult, scheduled: int, planned_rate: float | None) -> dict[str, Any]:
     span = r.schedule_s if r.interrupted or not r.spec.duration_s else r.spec.duration_s
+    er = r.error_rate
     return {
-        "scheduled": r.scheduled,
-        "sent": r.sent,
-        "completed": r.completed,
-        "ok": r.ok,
-        "errors": r.error_count,
-        "rate_limited": r.rate_limited,
-        "abandoned": r.abandoned,
-        "error_rate": round(r.error_count / finished, 6) if finished else None,
+        "scheduled": scheduled,
+        **tally_counts(r.main),
+        "error_rate": None if er is None else round(er, 6),
         "target_rate": planned_rate,
-        "achieved_rate": _rate(r.sent, span),
-        "throughput": _rate(r.completed, r.wall_s),
+        "achieved_rate": _rate(r.main.sent, span),
+        "throughput": _rate(r.main.completed, r.wall_s),
     }
+
+
+def _probe_requests(t: Tally) -> dict[str, Any] | None:
+    """The rate-limit probes' own traffic (burst mode), kept out of every other count."""
+    if not t.sent:
+        return None
+    return {**tally_counts(t), "status_codes": {str(k): v for k, v in sorted(t.statuses.items())},
+            "errors_by_kind": dict(sorted(t.error_kinds.items()))}
 
 
 def drift(history: Sequence[HistoryRow]) -> dict[str, Any] | None:
     """Compare the first and last third of a run's history: p95 latency and daemon RSS."""
-    rows = [r for r in history if r.completed]
+    rows = [r for r in history if r.main.completed]
     if len(rows) < 6:
         return None
     third = len(rows) // 3
@@ -126,11 +135,11 @@ def history_rows(history: Sequence[HistoryRow]) -> list[dict[str, Any]]:
                 "t_s": round(r.t_s, 3),
                 "phase": r.phase,
                 "target_rate": r.target_rate,
-                "sent": r.sent,
-                "completed": r.completed,
-                "rps": _rate(r.completed, r.length_s),
-                "errors": r.errors,
-                "rate_limited": r.rate_limited,
+                "sent": r.main.sent,
+                "completed": r.main.completed,
+                "rps": _rate(r.main.completed, r.length_s),
+                "errors": r.main.errors,
+                "rate_limited": r.main.rate_limited,
                 "late": r.late,
                 "p50_ms": _ms(ps[50.0]),
                 "p95_ms": _ms(ps[95.0]),
@@ -186,11 +195,12 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
             f"{t.pool_exhausted} starts waited for a free connection (all connections busy); "
             "their wait is in the latency"
         )
-    if o.mode is not Mode.stress and t.rate_limited:
-        warnings.append(f"{t.rate_limited} requests were rate limited (429) on the main key")
+    if t.main.rate_limited:
+        warnings.append(f"{t.main.rate_limited} requests were rate limited (429) on the main key")
     if not samples_q and not samples_m:
         warnings.append("/metrics was not readable: queue depth and RSS were not measured")
     planned_rate = o.rate if o.mode is not Mode.stress else None
+    scheduled = sum(st.spec.scheduled_count(main_only=True) for st in run.stages)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "aigov_version": version,
@@ -217,21 +227,22 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
         "finished_at": run.finished_at,
         "duration_s": round(run.duration_s, 3),
         "interrupted": run.interrupted,
-        "requests": _requests(t, planned_rate),
+        "requests": _requests(t, scheduled, planned_rate),
+        "probe_requests": _probe_requests(t.probe),
         "latency_ms": latency_summary(t.latency),
         "service_time_ms": latency_summary(t.service),
         "schedule": {
             "late_threshold_ms": LATE_THRESHOLD_S * 1000,
             "late_starts": t.late,
-            "late_start_ratio": round(t.late / t.sent, 6) if t.sent else 0.0,
+            "late_start_ratio": round(t.late / (t.main.sent + t.probe.sent), 6) if t.main.sent + t.probe.sent else 0.0,
             "max_start_lag_ms": round(t.max_lag_s * 1000, 3),
             "dispatch_max_lag_ms": round(t.dispatch_max_lag_s * 1000, 3),
             "waited_for_connection": t.pool_exhausted,
             "generator_bound": any(st.generator_bound for st in run.stages),
             "generator_cpu_max": round(t.max_cpu_ratio, 3),
         },
-        "status_codes": {str(k): v for k, v in sorted(t.statuses.items())},
-        "errors": dict(sorted(t.errors.items())),
+        "status_codes": {str(k): v for k, v in sorted(t.main.statuses.items())},
+        "errors": dict(sorted(t.main.error_kinds.items())),
         "bytes": {"sent": t.bytes_sent, "received": t.bytes_received},
         "rate_limit": None
         if not probes
@@ -248,14 +259,11 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
                 "index": st.index,
                 "target_rate": st.spec.rate,
                 "duration_s": st.spec.duration_s,
-                "sent": st.result.sent,
-                "completed": st.result.completed,
+                **tally_counts(st.result.main),
                 "achieved_rate": _rate(
-                    st.result.sent, st.spec.duration_s if not st.result.interrupted else st.result.schedule_s
+                    st.result.main.sent, st.spec.duration_s if not st.result.interrupted else st.result.schedule_s
                 ),
-                "error_rate": round(st.result.error_count / st.result.finished, 6)
-                if st.result.finished
-                else None,
+                "error_rate": None if st.result.error_rate is None else round(st.result.error_rate, 6),
                 **{k: v for k, v in latency_summary(st.result.latency).items() if k in ("p50", "p95", "p99")},
                 "queue_depth_max": st.queue_depth_max,
                 "met_sla": st.met_sla,
@@ -266,6 +274,7 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
         if o.mode is Mode.stress
         else [],
         "breaking_point_rps": run.breaking_point,
+        "max_rate_met": run.max_rate_met,
         "drift": drift_info,
         "history": rows,
         "thresholds": [
@@ -308,6 +317,28 @@ def history_csv(doc: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def outcome_line(counts: dict[str, Any]) -> str:
+    """``350 sent: 300 ok, 26 rate limited (429), 0 errors, 24 abandoned``."""
+    line = (f"{counts['sent']} sent: {counts['ok']} ok, {counts['rate_limited']} rate limited (429), "
+            f"{counts['errors']} errors")
+    return line + (f", {counts['abandoned']} abandoned" if counts["abandoned"] else "")
+
+
+def breaking_point_text(doc: dict[str, Any]) -> str:
+    """What a stress run found: where the SLA broke, or that it never did."""
+    stages = doc["stages"]
+    if not stages:
+        return "no stage ran"
+    bp, met = doc["breaking_point_rps"], doc["max_rate_met"]
+    failed = next((s for s in stages if not s["met_sla"]), None)
+    if failed is None:
+        tried = max(s["target_rate"] for s in stages)
+        return f"not reached (highest rate tried: {tried:g} req/s, all stages met the SLA)"
+    if bp is None or met is None:
+        return f"below {failed['target_rate']:g} req/s (the first stage missed the SLA)"
+    return f"{bp:g} req/s (highest rate that met the SLA; {failed['target_rate']:g} req/s did not)"
+
+
 def render_summary(doc: dict[str, Any], console: Any) -> None:
     """Print the human summary (rich) of a result document."""
     from rich.table import Table
@@ -326,16 +357,18 @@ def render_summary(doc: dict[str, Any], console: Any) -> None:
     t.add_column(style="dim")
     t.add_column()
     target = f" (target {req['target_rate']:g}/s)" if req["target_rate"] else ""
-    t.add_row("requests", f"{req['sent']} sent, {req['completed']} answered, {req['ok']} ok")
+    t.add_row("requests", outcome_line(req))
     t.add_row("rate", f"{req['achieved_rate']:.1f}/s achieved{target}, throughput {req['throughput']:.1f}/s")
     er = req["error_rate"]
     t.add_row(
         "errors",
-        f"{req['errors']} ({'-' if er is None else f'{er * 100:.2f}%'})"
+        f"{req['errors']} ({'-' if er is None else f'{er * 100:.2f}%'} of completed)"
         + (f"  {', '.join(f'{k}={v}' for k, v in doc['errors'].items())}" if doc["errors"] else ""),
     )
-    t.add_row("429s", str(doc["status_codes"].get("429", 0)))
     t.add_row("status", "  ".join(f"{k}={v}" for k, v in doc["status_codes"].items()) or "-")
+    probe = doc["probe_requests"]
+    if probe is not None:
+        t.add_row("probe requests", outcome_line(probe) + "  (rate-limit probe keys; not counted above)")
     sch = doc["schedule"]
     t.add_row(
         "behind schedule",
@@ -360,12 +393,8 @@ def render_summary(doc: dict[str, Any], console: Any) -> None:
             f"{p['passed']}/{p['sent']} passed (expected {p['expected']})" for p in rl["probes"]
         )
         t.add_row("rate-limit accuracy", f"{'-' if acc is None else f'{acc:.2f}%'}  {detail}")
-    if doc["breaking_point_rps"] is not None or doc["mode"] == "stress":
-        bp = doc["breaking_point_rps"]
-        t.add_row(
-            "breaking point",
-            "no stage met the SLA" if bp is None else f"{bp:g} req/s (highest rate that met the SLA)",
-        )
+    if doc["mode"] == "stress":
+        t.add_row("breaking point", breaking_point_text(doc))
     console.print(t)
 
     lt = Table(title="latency (from intended start)", title_justify="left", box=None)

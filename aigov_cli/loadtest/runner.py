@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from aigov_cli.loadtest.corpus import Corpus
-from aigov_cli.loadtest.engine import EngineConfig, PhaseResult, Tick
+from aigov_cli.loadtest.engine import EngineConfig, PhaseResult, Tally, Tick
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.keys import KeyAdmin, KeyAdminError, TempKeys
 from aigov_cli.loadtest.scenarios import MAX_REQUESTS, Mode, PhaseSpec, stress_stages
@@ -72,10 +72,8 @@ class LiveState:
     started: float = 0.0
     label: str = ""
     target_rate: float = 0.0
-    sent: int = 0
-    completed: int = 0
-    errors: int = 0
-    rate_limited: int = 0
+    main: Tally = field(default_factory=Tally)
+    probe: Tally = field(default_factory=Tally)
     late: int = 0
     hist: Histogram = field(default_factory=Histogram)
     queue_depth: float | None = None
@@ -83,8 +81,8 @@ class LiveState:
     recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     def elapsed(self) -> float:
-        """Seconds since the run started."""
-        return time.monotonic() - self.started if self.started else 0.0
+        """Seconds since the run started (0 until then: the first requests are scheduled a moment ahead)."""
+        return max(0.0, time.monotonic() - self.started) if self.started else 0.0
 
     def achieved_rate(self) -> float:
         """Starts per second over the last two seconds or so."""
@@ -132,10 +130,7 @@ class HistoryRow:
     length_s: float
     phase: int
     target_rate: float
-    sent: int = 0
-    completed: int = 0
-    errors: int = 0
-    rate_limited: int = 0
+    main: Tally = field(default_factory=Tally)
     late: int = 0
     hist: Histogram = field(default_factory=Histogram)
     queue_depth: float | None = None
@@ -182,6 +177,7 @@ class RunData:
     probe_expected: dict[int, int] = field(default_factory=dict)
     probe_limits: dict[int, int] = field(default_factory=dict)
     breaking_point: float | None = None
+    max_rate_met: float | None = None
     warnings: list[str] = field(default_factory=list)
     thresholds: list[ThresholdResult] = field(default_factory=list)
     keys_created: int = 0
@@ -212,23 +208,25 @@ def stats_of(
     queue_depth: float | None,
     accuracy: float | None = None,
     breaking_point: float | None = None,
+    not_measured: dict[str, str] | None = None,
 ) -> Stats:
-    """The threshold inputs of a result."""
-    finished = result.finished
+    """The threshold inputs of a result (the main traffic's: probes are judged by accuracy alone)."""
     return Stats(
         latency=result.latency,
-        error_rate=(result.error_count / finished) if finished else None,
+        error_rate=result.error_rate,
         rate_limit_accuracy=accuracy,
         queue_depth=queue_depth,
-        rps=result.completed / result.wall_s if result.wall_s > 0 else None,
+        rps=result.main.completed / result.wall_s if result.wall_s > 0 else None,
         breaking_point=breaking_point,
+        not_measured=not_measured or {},
     )
 
 
 def generator_bound(result: PhaseResult) -> bool:
     """Whether the sender itself (not the server) kept a phase from its schedule."""
     busy = result.max_cpu_ratio >= 0.85
-    behind = result.dispatch_max_lag_s > 0.1 or (result.sent and result.dispatch_late / result.sent > 0.01)
+    sent = result.main.sent + result.probe.sent
+    behind = result.dispatch_max_lag_s > 0.1 or (sent and result.dispatch_late / sent > 0.01)
     return bool(busy and behind)
 
 
@@ -310,13 +308,11 @@ class _Collector:
 
     def on_tick(self, tick: Tick) -> None:
         s = self.state
-        s.sent += tick.sent
-        s.completed += tick.completed
-        s.errors += tick.errors
-        s.rate_limited += tick.rate_limited
+        s.main.merge(tick.main)
+        s.probe.merge(tick.probe)
         s.late += tick.late
         s.hist.merge(tick.hist)
-        s.recent.append((time.monotonic(), s.sent))
+        s.recent.append((time.monotonic(), s.main.sent + s.probe.sent))
         row_i = int(tick.index * self.tick_s / self.interval_s + 1e-9)
         key = (tick.phase, row_i)
         row = self.rows.get(key)
@@ -328,10 +324,7 @@ class _Collector:
                 phase=tick.phase,
                 target_rate=self.phase_rate.get(tick.phase, 0),
             )
-        row.sent += tick.sent
-        row.completed += tick.completed
-        row.errors += tick.errors
-        row.rate_limited += tick.rate_limited
+        row.main.merge(tick.main)
         row.late += tick.late
         row.hist.merge(tick.hist)
         self.observer.update(s)
@@ -342,7 +335,7 @@ class _Collector:
         for r in rows:
             offset = self.phase_offset.get(r.phase, 0.0)
             end = offset + self.phase_len.get(r.phase, math.inf)
-            if r.t_s >= end - 1e-9 and not (r.sent or r.completed or r.errors):
+            if r.t_s >= end - 1e-9 and not (r.main.sent or r.main.completed or r.main.abandoned):
                 continue
             r.length_s = max(1e-3, min(self.interval_s, end - r.t_s)) if r.t_s < end else self.interval_s
             inside = [s for s in samples if r.t_s <= s.t_s < r.t_s + self.interval_s]
@@ -496,7 +489,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
             state.label = f"stage {i + 1}/{len(specs)}" if opts.mode is Mode.stress else opts.mode.value
             state.target_rate = spec.rate
             res = await executor.run_phase(i, spec, t0, collector.on_tick)
-            budget -= res.sent
+            budget -= res.main.sent + res.probe.sent
             offset += max(spec.duration_s, res.wall_s)
             window = [
                 s.queue_depth
@@ -571,13 +564,20 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
     data.total.spec = PhaseSpec(rate=opts.rate, duration_s=sum(st.spec.duration_s for st in data.stages))
     data.total.wall_s = sum(st.result.wall_s for st in data.stages)
     data.total.schedule_s = sum(st.result.schedule_s for st in data.stages)
+    not_measured: dict[str, str] = {}
     if opts.mode is Mode.stress:
         met_rates = []
         for st in data.stages:
             if not st.met_sla:
                 break
             met_rates.append(st.spec.rate)
-        data.breaking_point = max(met_rates) if met_rates else None
+        data.max_rate_met = max(met_rates) if met_rates else None
+        broke = any(not st.met_sla for st in data.stages)
+        # The breaking point is the highest rate that met the SLA *below one that did not*: when
+        # every stage met it, there is none to report, and a threshold on it is skipped.
+        data.breaking_point = data.max_rate_met if broke else None
+        if not broke:
+            not_measured["breaking_point"] = "not reached"
         judged = PhaseResult(phase=0, spec=PhaseSpec(0, 0), workers=0)
         qmaxes: list[float] = []
         for st in data.stages[: max(1, len(met_rates))]:
@@ -586,7 +586,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
             if st.queue_depth_max is not None:
                 qmaxes.append(st.queue_depth_max)
         stats = stats_of(
-            judged, max(qmaxes) if qmaxes else None, data.rate_limit_accuracy(), data.breaking_point
+            judged, max(qmaxes) if qmaxes else None, data.rate_limit_accuracy(), data.breaking_point, not_measured
         )
     else:
         stats = stats_of(data.total, data.queue_depth_max(), data.rate_limit_accuracy())

@@ -76,13 +76,13 @@ class PhaseSpec:
             k += 1
         return offsets or [self.duration_s / 2]
 
-    def scheduled_count(self) -> int:
-        """How many requests the whole phase schedules (all workers together)."""
+    def scheduled_count(self, main_only: bool = False) -> int:
+        """How many requests the whole phase schedules (all workers together; without probes if ``main_only``)."""
         n = _baseline_count(self.rate, self.duration_s)
         bursts = self.burst_offsets()
         n += self.burst_size * len(bursts)
-        n += sum(self.probe_sizes[: len(bursts)])
-        return min(n, self.max_requests)
+        probes = sum(self.probe_sizes[: len(bursts)])
+        return min(n, self.max_requests) if main_only else min(n + probes, self.max_requests)
 
     def max_simultaneous(self) -> int:
         """The largest number of requests sharing one intended start time."""

@@ -9,7 +9,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.scenarios import Mode
@@ -129,6 +129,9 @@ class Stats:
     queue_depth: float | None = None
     rps: float | None = None
     breaking_point: float | None = None
+    not_measured: dict[str, str] = field(default_factory=dict)
+    """Metrics that have no value in this run by its nature, with why (the breaking point of a stress
+    run where every stage met the SLA is "not reached"): their thresholds are skipped, not failed."""
 
     def observe(self, metric: str) -> float | None:
         """The observed value of ``metric`` in the threshold's unit, or None if not measured."""
@@ -153,6 +156,7 @@ class ThresholdResult:
     threshold: Threshold
     observed: float | None
     status: str
+    note: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -163,7 +167,7 @@ class ThresholdResult:
         """The observed value in the threshold's own unit."""
         v = self.observed
         if v is None:
-            return "not measured"
+            return self.note or "not measured"
         kind = self.threshold.kind()
         if kind == "latency":
             return f"{v:.3f}ms" if v < 10 else f"{v:.1f}ms"
@@ -175,13 +179,15 @@ class ThresholdResult:
 
 
 def evaluate(thresholds: Sequence[Threshold], stats: Stats) -> list[ThresholdResult]:
-    """Evaluate every threshold; an unmeasured default is skipped, an unmeasured user one fails."""
+    """Evaluate every threshold; an unmeasured default is skipped, an unmeasured user one fails
+    (unless the metric cannot have a value in this run, like a breaking point not reached)."""
     out: list[ThresholdResult] = []
     for t in thresholds:
         observed = stats.observe(t.metric)
+        note = stats.not_measured.get(t.metric) if observed is None else None
         if observed is None:
-            status = "skipped" if t.source == "default" else "fail"
+            status = "skipped" if t.source == "default" or note is not None else "fail"
         else:
             status = "pass" if t.holds(observed) else "fail"
-        out.append(ThresholdResult(threshold=t, observed=observed, status=status))
+        out.append(ThresholdResult(threshold=t, observed=observed, status=status, note=note))
     return out

@@ -7,9 +7,11 @@ found, and the dotted field path) and what is wrong.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,24 @@ _RULE_KEYS = {"id", "detector", "literal", "pattern", "case_sensitive", "action"
 _OUTPUT_GROUPS = ("secrets",)
 
 
+MAX_ERRORS = 20
+"""How many problems of one file an error lists (the rest are counted)."""
+
+
 class PolicyError(AigovError):
-    """An invalid policy file; the message says where and what."""
+    """An invalid policy file; the message says where and what, one line per problem (at most 20).
+
+    ``errors`` holds every problem found, each ``FILE:LINE: field.path: what is wrong``.
+    """
+
+    def __init__(self, message: str, errors: list[str] | None = None, line: int = 0) -> None:
+        self.errors = errors or [message]
+        self.line = line  # of the first problem (0: none known), to order them
+        shown = self.errors[:MAX_ERRORS]
+        more = len(self.errors) - len(shown)
+        if more:
+            shown = [*shown, f"... and {more} more error{'s' if more > 1 else ''} in the file"]
+        super().__init__("\n".join(shown))
 
 
 def rule_id_for(detector: str) -> str:
@@ -147,11 +165,12 @@ Block = tuple[int, int]
 
 
 class _Ctx:
-    """The file's text, for pointing errors at the right line of the right table."""
+    """The file's text, for pointing errors at the right line of the right table; the problems found."""
 
     def __init__(self, source: str, text: str) -> None:
         self.source = source
         self.lines = text.splitlines()
+        self.found: list[tuple[int, str]] = []  # (line or 0, message), in the order found
         heads: list[tuple[tuple[str, ...], bool, int]] = []
         for i, line in enumerate(self.lines):
             m = _HEADER.match(line)
@@ -222,7 +241,25 @@ class _Ctx:
     def error(self, where: str, what: str, line: int | None = None) -> PolicyError:
         """A PolicyError reading ``FILE:LINE: field.path: what is wrong``."""
         loc = f"{self.source}:{line}" if line else self.source
-        return PolicyError(f"{loc}: {where}: {what}")
+        return PolicyError(f"{loc}: {where}: {what}", line=line or 0)
+
+    def add(self, e: PolicyError) -> None:
+        """Record a problem and go on validating: a file's every problem is reported at once."""
+        self.found.extend((e.line, msg) for msg in e.errors)
+
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record the PolicyError a check raises instead of stopping at it."""
+        try:
+            yield
+        except PolicyError as e:
+            self.add(e)
+
+    def raise_found(self) -> None:
+        """Raise one PolicyError listing every problem recorded, by line."""
+        if self.found:
+            ordered = sorted(self.found, key=lambda f: f[0])  # stable: same line, order found
+            raise PolicyError(ordered[0][1], [msg for _, msg in ordered])
 
 
 def _str_list(ctx: _Ctx, where: str, value: Any, block: Block | None, key: str) -> list[str]:
@@ -242,12 +279,14 @@ def _globs(ctx: _Ctx, where: str, value: Any, block: Block | None) -> GlobList:
         return GlobList(_str_list(ctx, where, value, block, field_name), [])
     if not isinstance(value, dict):
         raise ctx.error(where, "must be a table with allow and/or deny lists", ctx.line(block, field_name))
-    unknown = set(value) - {"allow", "deny"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ctx.error(where, f"unknown key {key!r} (use allow, deny)", ctx.line(block, field_name, key))
-    allow = _str_list(ctx, where + ".allow", value.get("allow", ["*"]), block, field_name)
-    deny = _str_list(ctx, where + ".deny", value.get("deny", []), block, field_name)
+    for key in sorted(set(value) - {"allow", "deny"}):
+        ctx.add(ctx.error(where, f"unknown key {key!r} (use allow, deny)", ctx.line(block, field_name, key)))
+    allow: list[str] = ["*"]
+    deny: list[str] = []
+    with ctx.collect():
+        allow = _str_list(ctx, where + ".allow", value.get("allow", ["*"]), block, field_name)
+    with ctx.collect():
+        deny = _str_list(ctx, where + ".deny", value.get("deny", []), block, field_name)
     try:
         return GlobList(allow, deny)
     except re.error as e:  # fnmatch output that Python's re still rejects
@@ -271,131 +310,151 @@ def _applies_to(ctx: _Ctx, where: str, value: Any, block: Block | None) -> froze
 
 
 def _rule(ctx: _Ctx, where: str, raw: Any, block: Block | None) -> RuleSpec | None:
+    """A rule, or None when it is disabled or has problems (each recorded in ``ctx``)."""
     if not isinstance(raw, dict):
         raise ctx.error(where, "each rule must be a table", ctx.line(block, "rules"))
+    before = len(ctx.found)
     rid = raw.get("id")
     if not isinstance(rid, str) or not _RULE_ID.fullmatch(rid):
         what = "needs an id" if rid is None else "id must be lowercase letters, digits, '.', '_' or '-' (pii.email)"
-        raise ctx.error(where, what, ctx.line(block, "id"))
-    where = f"{where} ({rid})"
+        ctx.add(ctx.error(where, what, ctx.line(block, "id")))
+    else:
+        where = f"{where} ({rid})"
     kinds = [k for k in ("detector", "literal", "pattern") if k in raw]
     if len(kinds) != 1:
         what = "needs one of detector, literal or pattern" if not kinds else \
             f"has {' and '.join(kinds)}: give exactly one of detector, literal or pattern"
-        raise ctx.error(where, what, ctx.line(block, kinds[-1] if kinds else "id"))
+        ctx.add(ctx.error(where, what, ctx.line(block, kinds[-1] if kinds else "id")))
     action_raw = raw.get("action", "block")
+    action = Action.BLOCK
     try:
         action = Action(action_raw)
     except ValueError:
-        raise ctx.error(
-            where + ".action", f"must be block, redact or monitor, not {action_raw!r}", ctx.line(block, "action")
-        ) from None
+        ctx.add(ctx.error(
+            where + ".action", f"must be block, redact or monitor, not {action_raw!r}", ctx.line(block, "action")))
     for flag in ("enabled", "case_sensitive"):
         if not isinstance(raw.get(flag, True), bool):
-            raise ctx.error(f"{where}.{flag}", "must be true or false", ctx.line(block, flag))
-    enabled: bool = raw.get("enabled", True)
-    case: bool = raw.get("case_sensitive", True)
-    applies_to = _applies_to(ctx, where, raw.get("applies_to"), block)
+            ctx.add(ctx.error(f"{where}.{flag}", "must be true or false", ctx.line(block, flag)))
+    enabled = raw.get("enabled", True) is not False
+    case = raw.get("case_sensitive", True) is not False
+    applies_to = BOTH_DIRECTIONS
+    with ctx.collect():
+        applies_to = _applies_to(ctx, where, raw.get("applies_to"), block)
     message = raw.get("message")
     if message is not None and not isinstance(message, str):
-        raise ctx.error(where + ".message", "must be a string", ctx.line(block, "message"))
-    kind = kinds[0]
+        ctx.add(ctx.error(where + ".message", "must be a string", ctx.line(block, "message")))
+        message = None
+    spec: RuleSpec | None = None
+    kind = kinds[0] if len(kinds) == 1 else None
     if kind == "detector":
         det = raw["detector"]
+        options = {k: v for k, v in raw.items() if k not in _RULE_KEYS}
         if not isinstance(det, str) or det not in DETECTOR_NAMES:
-            raise ctx.error(
+            ctx.add(ctx.error(
                 where + ".detector", f"unknown detector {det!r} (known: {', '.join(DETECTOR_NAMES)})",
                 ctx.line(block, "detector"),
-            )
-        options = {k: v for k, v in raw.items() if k not in _RULE_KEYS}
-        try:
-            Scanner({det: options})
-        except DetectorOptionError as e:
-            m = _OPTION_NAME.search(str(e))
-            raise ctx.error(where, str(e), ctx.line(block, m.group(1) if m else "detector")) from None
-        spec = RuleSpec(rid, action, detector=det, case_sensitive=case, message=message, options=options,
-                        applies_to=applies_to)
-    else:
-        extra = set(raw) - _RULE_KEYS
-        if extra:
-            key = sorted(extra)[0]
-            raise ctx.error(
+            ))
+        else:
+            try:
+                Scanner({det: options})
+            except DetectorOptionError as e:
+                m = _OPTION_NAME.search(str(e))
+                ctx.add(ctx.error(where, str(e), ctx.line(block, m.group(1) if m else "detector")))
+            spec = RuleSpec(str(rid), action, detector=det, case_sensitive=case, message=message, options=options,
+                            applies_to=applies_to)
+    elif kind is not None:
+        for key in sorted(set(raw) - _RULE_KEYS):
+            ctx.add(ctx.error(
                 where, f"unknown key {key!r} (custom rules take: {', '.join(sorted(_RULE_KEYS - {'detector'}))})",
                 ctx.line(block, key),
-            )
+            ))
         value = raw[kind]
         if not isinstance(value, str) or not value:
-            raise ctx.error(f"{where}.{kind}", "must be a non-empty string", ctx.line(block, kind))
-        spec = RuleSpec(
-            rid, action, case_sensitive=case, message=message,
-            literal=value if kind == "literal" else None, pattern=value if kind == "pattern" else None,
-            applies_to=applies_to,
-        )
-        try:
-            compile_custom(spec)
-        except ValueError as e:
-            raise ctx.error(f"{where}.{kind}", str(e), ctx.line(block, kind)) from None
+            ctx.add(ctx.error(f"{where}.{kind}", "must be a non-empty string", ctx.line(block, kind)))
+        else:
+            spec = RuleSpec(
+                str(rid), action, case_sensitive=case, message=message,
+                literal=value if kind == "literal" else None, pattern=value if kind == "pattern" else None,
+                applies_to=applies_to,
+            )
+            try:
+                compile_custom(spec)
+            except ValueError as e:
+                ctx.add(ctx.error(f"{where}.{kind}", str(e), ctx.line(block, kind)))
+    if len(ctx.found) > before:
+        return None
     return spec if enabled else None
 
 
-def _policy(ctx: _Ctx, name: str, raw: Any, version: str) -> CompiledPolicy:
+def _policy(ctx: _Ctx, name: str, raw: Any, version: str) -> CompiledPolicy | None:
+    """A compiled policy, or None when it has problems (each recorded in ``ctx``)."""
     where = f"policies.{name}"
     block = ctx.policy_block(name)
+    before = len(ctx.found)
     if not _POLICY_NAME.fullmatch(name):
-        raise ctx.error(where, "policy names are letters, digits, '_' or '-'", ctx.line(block, None, name))
+        ctx.add(ctx.error(where, "policy names are letters, digits, '_' or '-'", ctx.line(block, None, name)))
     if not isinstance(raw, dict):
-        raise ctx.error(where, "must be a table", ctx.line(block, None, name))
-    unknown = set(raw) - _POLICY_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ctx.error(
-            where, f"unknown key {key!r} (known: {', '.join(sorted(_POLICY_KEYS))})", ctx.line(block, key)
-        )
+        ctx.add(ctx.error(where, "must be a table", ctx.line(block, None, name)))
+        return None
+    for key in sorted(set(raw) - _POLICY_KEYS):
+        ctx.add(ctx.error(
+            where, f"unknown key {key!r} (known: {', '.join(sorted(_POLICY_KEYS))})", ctx.line(block, key)))
     mode_raw = raw.get("mode", "enforce")
+    mode = Mode.ENFORCE
     try:
         mode = Mode(mode_raw)
     except ValueError:
-        raise ctx.error(
-            where + ".mode", f"must be enforce or monitor, not {mode_raw!r}", ctx.line(block, "mode")
-        ) from None
-    desc = raw.get("description", "")
-    if not isinstance(desc, str):
-        raise ctx.error(where + ".description", "must be a string", ctx.line(block, "description"))
+        ctx.add(ctx.error(where + ".mode", f"must be enforce or monitor, not {mode_raw!r}", ctx.line(block, "mode")))
+    if not isinstance(raw.get("description", ""), str):
+        ctx.add(ctx.error(where + ".description", "must be a string", ctx.line(block, "description")))
     mic = raw.get("max_input_chars", DEFAULT_MAX_INPUT_CHARS)
     if not isinstance(mic, int) or isinstance(mic, bool) or mic < 1:
-        raise ctx.error(where + ".max_input_chars", "must be a positive integer", ctx.line(block, "max_input_chars"))
-    models = _globs(ctx, where + ".models", raw.get("models"), block)
-    operations = _globs(ctx, where + ".operations", raw.get("operations"), block)
+        ctx.add(ctx.error(where + ".max_input_chars", "must be a positive integer",
+                          ctx.line(block, "max_input_chars")))
+    models = operations = GlobList(["*"], [])
+    with ctx.collect():
+        models = _globs(ctx, where + ".models", raw.get("models"), block)
+    with ctx.collect():
+        operations = _globs(ctx, where + ".operations", raw.get("operations"), block)
     rules_raw = raw.get("rules", [])
     if not isinstance(rules_raw, list):
-        raise ctx.error(
-            where + ".rules", "must be an array of tables ([[policies.NAME.rules]])", ctx.line(block, "rules")
-        )
+        ctx.add(ctx.error(
+            where + ".rules", "must be an array of tables ([[policies.NAME.rules]])", ctx.line(block, "rules")))
+        rules_raw = []
     rules: list[RuleSpec] = []
     seen_ids: set[str] = set()
     seen_detectors: dict[tuple[str, str], str] = {}  # (detector, direction) -> rule id
     for i, r in enumerate(rules_raw):
         rule_where = f"{where}.rules[{i}]"
         rule_block = ctx.rule_block(name, i) or ctx.inline_rule(block, rules_raw, i) or block
-        spec = _rule(ctx, rule_where, r, rule_block)
-        rid = str(r["id"])
-        if rid in seen_ids:
-            raise ctx.error(f"{rule_where}.id", f"duplicate rule id {rid!r}", ctx.line(rule_block, "id", rid))
-        seen_ids.add(rid)
+        spec: RuleSpec | None = None
+        with ctx.collect():
+            spec = _rule(ctx, rule_where, r, rule_block)
+        rid = r.get("id") if isinstance(r, dict) else None
+        if isinstance(rid, str):
+            if rid in seen_ids:
+                ctx.add(ctx.error(f"{rule_where}.id", f"duplicate rule id {rid!r}", ctx.line(rule_block, "id", rid)))
+            seen_ids.add(rid)
         if spec is None:
             continue
         if spec.detector:
-            for direction in sorted(spec.applies_to):
-                other = seen_detectors.get((spec.detector, direction))
-                if other is not None:
-                    raise ctx.error(
-                        f"{rule_where} ({rid}).detector",
-                        f"detector {spec.detector!r} is already used by rule {other!r} of this policy "
-                        f"for {direction} (one rule per detector and direction; see applies_to)",
-                        ctx.line(rule_block, "detector"),
-                    )
-                seen_detectors[(spec.detector, direction)] = rid
+            taken = [(d, seen_detectors[(spec.detector, d)]) for d in sorted(spec.applies_to)
+                     if (spec.detector, d) in seen_detectors]
+            if taken:
+                direction, other = taken[0]
+                ctx.add(ctx.error(
+                    f"{rule_where} ({rid}).detector",
+                    f"detector {spec.detector!r} is already used by rule {other!r} of this policy "
+                    f"for {direction} (one rule per detector and direction; see applies_to)",
+                    ctx.line(rule_block, "detector"),
+                ))
+                continue
+            for direction in spec.applies_to:
+                seen_detectors[(spec.detector, direction)] = str(rid)
         rules.append(spec)
+    if len(ctx.found) > before:
+        return None
+    assert isinstance(mic, int)
     return CompiledPolicy(name, version, mode, models, operations, mic, rules)
 
 
@@ -414,16 +473,16 @@ def parse_policy(text: str, source: str = "policy.toml") -> PolicySet:
             last = max(1, len(text.splitlines()))
             raise PolicyError(f"{source}:{last}: invalid TOML: {msg[:-21]} at the end of the file") from None
         raise PolicyError(f"{source}: invalid TOML: {msg}") from None
-    unknown = set(data) - {"policies"}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ctx.error(key, "unknown top-level key (policies live under [policies.NAME])", ctx.top_line(key))
+    for key in sorted(set(data) - {"policies"}):
+        ctx.add(ctx.error(key, "unknown top-level key (policies live under [policies.NAME])", ctx.top_line(key)))
     pols = data.get("policies")
     if not isinstance(pols, dict) or not pols:
-        raise ctx.error("policies", "the file defines no policy (add a [policies.default] table)",
-                        ctx.line(None, "policies"))
+        ctx.add(ctx.error("policies", "the file defines no policy (add a [policies.default] table)",
+                          ctx.line(None, "policies")))
+        pols = {}
     compiled = {name: _policy(ctx, name, raw, version) for name, raw in pols.items()}
-    return PolicySet(compiled, version, source)
+    ctx.raise_found()
+    return PolicySet({name: p for name, p in compiled.items() if p is not None}, version, source)
 
 
 def load_policy_file(path: Path) -> PolicySet:
