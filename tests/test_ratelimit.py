@@ -161,6 +161,20 @@ async def test_limit_change_keeps_usage(backend: Backend) -> None:
     assert (await allowed(lim, "k", 5, 7200, 3)).count(True) == 0
 
 
+async def test_processes_that_disagree_on_a_limit_for_a_moment_never_allow_more(backend: Backend) -> None:
+    # While a limit change spreads (up to a second), processes ask with the old and the new limit
+    # in turn. Shrinking must remember what was used beyond the smaller limit, or every switch back
+    # would hand the difference out again.
+    lim = backend.limiter
+    await allowed(lim, "k", 50, 3600, 50)  # all used
+    got = 0
+    for i in range(400):
+        got += (await lim.check("k", 80 if i % 2 else 50, 3600)).allowed
+    assert got == 30  # 80 - 50, however the two limits alternate
+    # And with the used count above the smaller limit, a later switch to it refuses.
+    assert not (await lim.check("k", 50, 3600)).allowed
+
+
 async def test_limit_change_after_a_refill_counts_only_what_is_still_used(backend: Backend) -> None:
     lim = backend.limiter
     await allowed(lim, "k", 10, 60, 8)

@@ -80,7 +80,10 @@ class MemoryRateLimiter(RateLimiter):
         if b is None or b.capacity != limit or b.window != window:
             # A new key, or its limit changed: start from a full bucket of the new size,
             # keeping what is still used up so a change cannot be used to reset the limit: the old
-            # bucket refilled up to now (a key idle for a window has used nothing).
+            # bucket refilled up to now (a key idle for a window has used nothing). Below zero when
+            # more is used than the new limit allows: that debt is refilled before anything is
+            # allowed again, so processes that see the old and the new limit in turn while a change
+            # spreads cannot hand out the difference at each switch.
             used = 0.0
             if b is not None:
                 tokens = b.tokens
@@ -88,7 +91,7 @@ class MemoryRateLimiter(RateLimiter):
                     tokens = min(float(b.capacity), tokens + (now - b.updated) * b.rate)
                 used = b.capacity - tokens
             b = TokenBucket(limit, window, now)
-            b.tokens = max(0.0, limit - used)
+            b.tokens = limit - used
             self.buckets[key_id] = b
         return b.take(now)
 

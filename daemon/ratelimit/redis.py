@@ -74,8 +74,9 @@ if s[1] then
     updated = now
   end
   if old_limit ~= limit or old_window ~= window then
-    -- a new limit keeps what was used, so that changing it cannot reset it
-    tokens = math.max(0, limit - (old_limit - tokens))
+    -- a new limit keeps what was used, so that changing it cannot reset it; below zero when more is
+    -- used than the new limit allows (a debt, refilled first: see the memory limiter)
+    tokens = limit - (old_limit - tokens)
     updated = now
   end
 end
