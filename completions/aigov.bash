@@ -8,7 +8,7 @@ _aigov_subcommands() {
         "") echo "audit dashboard db init keys loadtest logs policy serve service status stop" ;;
         "dashboard") echo "export prometheus-config" ;;
         "db") echo "copy status upgrade" ;;
-        "keys") echo "create list revoke rotate show update" ;;
+        "keys") echo "create delete list revoke rotate show update" ;;
         "logs") echo "export prune stats" ;;
         "policy") echo "check reload show test" ;;
         "service") echo "install uninstall" ;;
@@ -28,6 +28,7 @@ _aigov_options() {
         "init") echo "--force --help" ;;
         "keys") echo "--help" ;;
         "keys create") echo "--name --rate-limit --expires-in --policy --json --help" ;;
+        "keys delete") echo "--json --help" ;;
         "keys list") echo "--all --json --wide --help" ;;
         "keys revoke") echo "--json --help" ;;
         "keys rotate") echo "--grace --json --help" ;;

@@ -29,7 +29,7 @@ function __aigov_subcommands
         case 'db'
             printf '%s\n' copy status upgrade
         case 'keys'
-            printf '%s\n' create list revoke rotate show update
+            printf '%s\n' create delete list revoke rotate show update
         case 'logs'
             printf '%s\n' export prune stats
         case 'policy'
@@ -134,6 +134,7 @@ complete -c aigov -n "__aigov_at 'db upgrade'" -l help -d 'Show the help and exi
 complete -c aigov -n "__aigov_at 'init'" -l force -d 'Overwrite existing files.'
 complete -c aigov -n "__aigov_at 'init'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'keys'" -a create -d 'Create a key and print its token (shown only this once).'
+complete -c aigov -n "__aigov_at 'keys'" -a delete -d 'Delete a key for good (it leaves keys list --all); the running daemon refuses it within a second.'
 complete -c aigov -n "__aigov_at 'keys'" -a list -d 'List keys (active only unless --all); never shows secrets.'
 complete -c aigov -n "__aigov_at 'keys'" -a revoke -d 'Revoke a key; the running daemon refuses it within a second.'
 complete -c aigov -n "__aigov_at 'keys'" -a rotate -d 'Give a key a new token (shown once); the old one stays valid for --grace.'
@@ -146,6 +147,8 @@ complete -c aigov -n "__aigov_at 'keys create'" -l expires-in -r -d 'Expire afte
 complete -c aigov -n "__aigov_at 'keys create'" -l policy -r -d 'The named policy this keys checks use.'
 complete -c aigov -n "__aigov_at 'keys create'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'keys create'" -l help -d 'Show the help and exit.'
+complete -c aigov -n "__aigov_at 'keys delete'" -l json -d 'Print one JSON document.'
+complete -c aigov -n "__aigov_at 'keys delete'" -l help -d 'Show the help and exit.'
 complete -c aigov -n "__aigov_at 'keys list'" -l all -d 'Include revoked and expired keys.'
 complete -c aigov -n "__aigov_at 'keys list'" -l json -d 'Print one JSON document.'
 complete -c aigov -n "__aigov_at 'keys list'" -l wide -d 'Every column, however wide the lines get.'

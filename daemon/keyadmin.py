@@ -95,3 +95,18 @@ def revoke_key(key_id: str, config: Config | None = None) -> bool:
         return True
 
     return asyncio.run(with_store(cfg, go))
+
+
+def delete_key(key_id: str, config: Config | None = None) -> bool:
+    """Delete a key from the configured store (a temporary key, at the end of its run); False when
+    there is no such key. A running daemon refuses it within a second, as after a revocation."""
+    cfg = config or load_config()
+
+    async def go(store: KeyStore) -> bool:
+        try:
+            await store.delete(key_id)
+        except NotFoundError:
+            return False
+        return True
+
+    return asyncio.run(with_store(cfg, go))

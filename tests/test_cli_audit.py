@@ -424,7 +424,7 @@ def test_probes_report_a_daemon_that_lets_everything_through() -> None:
     assert revoked == ["probekeyid00"]
 
 
-def test_probe_key_is_revoked_when_a_probe_crashes() -> None:
+def test_probe_key_is_removed_when_a_probe_crashes() -> None:
     calls = {"n": 0}
 
     def send(method: str, path: str, body: bytes | None, headers: dict[str, str]) -> probes.Resp:
@@ -448,12 +448,38 @@ def test_live_probes_against_the_real_daemon(good: Path) -> None:
         probe_check = [c for c in rep["checks"] if c["name"] == "live probes"][0]
         assert probe_check["status"] == "pass"
         assert code == 0, rep["findings"]
-        keys = json.loads(cli(good, "keys", "list", "--all", "--json").stdout)
-        probes_made = [k for k in keys if k["name"].startswith("aigov-audit-probe")]
-        assert len(probes_made) == 1 and probes_made[0]["status"] == "revoked"
         # --url names the same daemon explicitly: same result.
         code, rep = audit_cli(good, "--url", d.url, "--fail-on", "low", AIGOV_BCRYPT_COST="12")
         assert code == 0, rep["findings"]
+        for _ in range(8):  # ten audits in all, run in-process (the CLI's own path, without its start-up)
+            from aigov_cli.audit.runner import run_audit
+            from daemon.config import load_config
+
+            cfg = load_config(env={"AIGOV_HOME": str(good), "AIGOV_BCRYPT_COST": "12"})
+            run_audit(AuditContext(cfg, url=d.url, url_given=True, run_deps=False))
+        # The probe keys are deleted, not left revoked: no leftovers after ten audits.
+        keys = json.loads(cli(good, "keys", "list", "--all", "--json").stdout)
+        assert [k["name"] for k in keys if k["name"].startswith("aigov-audit-probe")] == []
+        # Their checks are in the log, marked, and left out of `aigov logs` and `logs stats` by default.
+        deadline = time.monotonic() + 10
+        while True:
+            probed = logs_json(good, "--include-probes", "--model", "aigov-audit")
+            if len(probed) >= 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert len(probed) >= 10 and all(r["metadata"] == {"source": "audit"} for r in probed)
+        assert logs_json(good, "--model", "aigov-audit") == []
+        stats = json.loads(cli(good, "logs", "stats", "--json").stdout)
+        assert "aigov-audit" not in stats["by_model"]
+        with_probes = json.loads(cli(good, "logs", "stats", "--json", "--include-probes").stdout)
+        assert with_probes["by_model"]["aigov-audit"] >= 10
+
+
+def logs_json(home: Path, *args: str) -> list[dict[str, Any]]:
+    """``aigov logs --json --limit 0`` and its records."""
+    r = cli(home, "logs", "--json", "--limit", "0", *args)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
 
 
 def test_unreachable_url_is_a_finding(good: Path) -> None:

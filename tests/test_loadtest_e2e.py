@@ -44,6 +44,12 @@ def loadtest_keys(d: DaemonProc) -> list[dict[str, Any]]:
     return [k for k in json.loads(r.stdout) if k["name"].startswith("loadtest-")]
 
 
+def logs(d: DaemonProc, *args: str) -> list[dict[str, Any]]:
+    r = cli(d.home, "logs", "--json", "--limit", "0", *args, **FAST)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
 def check_requests(d: DaemonProc) -> float:
     """How many /v1/check requests the daemon has answered so far."""
     text = d.request("GET", "/metrics", timeout=5).body.decode()
@@ -62,7 +68,7 @@ def wait_for_traffic(d: DaemonProc, proc: subprocess.Popen[str], at_least: float
         time.sleep(0.05)
 
 
-def test_normal_mode_json_out_csv_and_temporary_keys_revoked(daemon: DaemonProc, tmp_path: Path) -> None:
+def test_normal_mode_json_out_csv_and_temporary_keys_deleted(daemon: DaemonProc, tmp_path: Path) -> None:
     before = len(loadtest_keys(daemon))
     out, csv_path = tmp_path / "result.json", tmp_path / "history.csv"
     doc = run_json(daemon, "--rate", "100", "--duration", "2s", "--out", str(out), "--csv", str(csv_path))
@@ -85,8 +91,14 @@ def test_normal_mode_json_out_csv_and_temporary_keys_revoked(daemon: DaemonProc,
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("t_s,phase,target_rate,sent,completed,rps")
     assert len(lines) >= 3
-    keys = loadtest_keys(daemon)
-    assert len(keys) == before + 1 and all(k["status"] == "revoked" for k in keys)
+    assert len(loadtest_keys(daemon)) == before  # deleted, not left revoked
+    assert doc["keys"] == {"created": 1, "deleted": 1}
+    # Its checks are marked in the log and left out of `aigov logs` unless asked for.
+    deadline = time.monotonic() + 10
+    while len(marked := logs(daemon, "--include-probes", "--since", "1m")) < 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(marked) >= 200 and all(r["metadata"] == {"source": "loadtest"} for r in marked)
+    assert logs(daemon, "--since", "1m") == []
 
 
 def test_burst_mode_measures_rate_limit_accuracy(daemon: DaemonProc) -> None:
@@ -113,7 +125,7 @@ def test_burst_mode_measures_rate_limit_accuracy(daemon: DaemonProc) -> None:
     assert rl["accuracy_pct"] == 100.0
     assert doc["requests"]["rate_limited"] == 0 and doc["requests"]["errors"] == 0
     assert any(t["expr"] == "rate_limit_accuracy==100%" and t["status"] == "pass" for t in doc["thresholds"])
-    assert all(k["status"] == "revoked" for k in loadtest_keys(daemon))
+    assert loadtest_keys(daemon) == []  # the main key and the probe key deleted
 
 
 def test_stress_mode_judges_stages(daemon: DaemonProc) -> None:
@@ -267,5 +279,5 @@ def test_ctrl_c_prints_the_partial_summary_and_revokes_keys(daemon: DaemonProc) 
     doc = json.loads(stdout)
     assert doc["interrupted"] is True and doc["passed"] is False
     assert 0 < doc["requests"]["sent"] < 3000
-    assert doc["keys"] == {"created": 1, "revoked": 1}
-    assert all(k["status"] == "revoked" for k in loadtest_keys(daemon))
+    assert doc["keys"] == {"created": 1, "deleted": 1}
+    assert loadtest_keys(daemon) == []  # deleted even when interrupted

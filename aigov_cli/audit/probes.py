@@ -2,7 +2,7 @@
 
 The probes share one :class:`ProbeSession` so that the rate-limit probe can count
 exactly what the probe key was admitted for. The only write an audit makes is
-that probe key: created with a small limit and revoked afterwards, always.
+that probe key: created with a small limit and deleted afterwards, always.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ class ProbeSession:
 
     def payload(self) -> bytes:
         """A valid request whose input holds the canary."""
-        return json.dumps({"model": "aigov-audit", "operation": "chat",
-                           "input_text": f"audit probe {self.canary}"}).encode()
+        return json.dumps({"model": "aigov-audit", "operation": "chat", "input_text": f"audit probe {self.canary}",
+                           "metadata": {"source": "audit"}}).encode()  # left out of `aigov logs` by default
 
 
 def _f(fid: str, title: str, sev: Severity, evidence: str, fix: str) -> Finding:
@@ -265,8 +265,8 @@ KEYED_PROBES: tuple[Callable[[ProbeSession], list[Finding]], ...] = (
 )
 
 
-def run_probes(s: ProbeSession, revoke: Callable[[str], Any] | None = None) -> list[Finding]:
-    """Run every probe in order; the probe key is revoked afterwards, whatever happens."""
+def run_probes(s: ProbeSession, remove: Callable[[str], Any] | None = None) -> list[Finding]:
+    """Run every probe in order; the probe key is deleted afterwards, whatever happens."""
     out: list[Finding] = []
     for p in PROBES:
         out += [_tag(f, p.__name__) for f in p(s)]
@@ -277,8 +277,8 @@ def run_probes(s: ProbeSession, revoke: Callable[[str], Any] | None = None) -> l
         for p in KEYED_PROBES:
             out += [_tag(f, p.__name__) for f in p(s)]
     finally:
-        if s.probe_key_id is not None and revoke is not None:
-            revoke(s.probe_key_id)
+        if s.probe_key_id is not None and remove is not None:
+            remove(s.probe_key_id)
     return out
 
 
@@ -306,20 +306,20 @@ def check_live_probes(ctx: AuditContext) -> list[Finding]:
                    f"{ctx.url}/healthz: {e}", "Start it with `aigov serve`, or give the right --url.")]
     cfg = ctx.config
     make_key: Callable[[], tuple[str, str]] | None = None
-    revoke: Callable[[str], Any] | None = None
-    if cfg.db_file.exists():
+    remove: Callable[[str], Any] | None = None
+    if ctx.db_exists():
         from daemon import keyadmin
 
         def make_key() -> tuple[str, str]:
             return keyadmin.create_key(f"aigov-audit-probe-{int(time.time())}", PROBE_LIMIT, PROBE_WINDOW,
                                        expires_in_seconds=600, config=cfg)
 
-        def revoke(key_id: str) -> bool:
-            return keyadmin.revoke_key(key_id, config=cfg)
+        def remove(key_id: str) -> bool:
+            return keyadmin.delete_key(key_id, config=cfg)
 
     s = ProbeSession(send, max_body=cfg.max_body_bytes, make_probe_key=make_key)
     try:
-        return run_probes(s, revoke)
+        return run_probes(s, remove)
     except OSError as e:
         return [_f("AG702", "daemon stopped answering during the probes", Severity.MEDIUM, f"{ctx.url}: {e}",
                    "See the daemon log.")]

@@ -185,6 +185,33 @@ def revoke(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
         typer.echo(f"revoked {rec.key_id} ({rec.name}) at {iso(rec.revoked_at)}")
 
 
+@app.command("delete")
+def delete(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
+    """Delete a key for good (it leaves `keys list --all`); the running daemon refuses it within a second.
+
+    For keys made for a test or a trial; the decisions it made stay in the log. Revoke a key that
+    served real traffic instead, so that `keys list --all` keeps its history.
+    """
+    from daemon.keyadmin import check_key_id
+
+    check_key_id(key_id)
+
+    async def go(store: KeyStore, cfg: Any) -> KeyRecord:
+        rec = await store.get(key_id)
+        if rec is None:
+            from daemon.errors import NotFoundError
+
+            raise NotFoundError(f"no key with id {key_id!r}")
+        await store.delete(key_id)
+        return rec
+
+    _, rec = _run(go)
+    if as_json:
+        print_json({"key_id": rec.key_id, "name": rec.name, "deleted": True})
+    else:
+        typer.echo(f"deleted {rec.key_id} ({rec.name})")
+
+
 @app.command("rotate")
 def rotate(
     key_id: KeyIdArg,

@@ -14,6 +14,10 @@ MAX_TEXT_BYTES = 8 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 MAX_CORPUS_LINES = 100_000
 DEFAULT_MODEL = "gpt-4o"
+# The load test's own requests say so in their metadata: `aigov logs` and `logs stats` leave them out
+# unless --include-probes. A --body-file is sent as it is written.
+MARK = {"source": "loadtest"}
+PROBE_BODY = b'{"model":"gpt-4o","operation":"chat","input_text":"rate limit probe","metadata":{"source":"loadtest"}}'
 
 _MODELS = ("gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b")
 _OPERATIONS = ("chat", "chat", "chat", "completion", "embedding")
@@ -106,7 +110,8 @@ def default_corpus(n: int = 64, seed: int = 1, trigger_share: float = 0.25) -> C
             trigger = _TRIGGERS[triggering % len(_TRIGGERS)][1]
             triggering += 1
         text = _text_of_size(rng, size, trigger)
-        body = {"model": rng.choice(_MODELS), "operation": rng.choice(_OPERATIONS), "input_text": text}
+        body = {"model": rng.choice(_MODELS), "operation": rng.choice(_OPERATIONS), "input_text": text,
+                "metadata": MARK}
         bodies.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
     return Corpus(bodies=tuple(bodies), source="default", triggering=triggering)
 

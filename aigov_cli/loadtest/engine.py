@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from aigov_cli.loadtest.corpus import PROBE_BODY
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.scenarios import LATE_THRESHOLD_S, Pacer, PhaseSpec, iter_schedule
 
@@ -38,7 +39,7 @@ class EngineConfig:
     main_token: str
     bodies: tuple[bytes, ...]
     probe_tokens: tuple[str, ...] = ()
-    probe_body: bytes = b'{"model":"gpt-4o","operation":"chat","input_text":"rate limit probe"}'
+    probe_body: bytes = PROBE_BODY
     connections: int = 256
     timeout_s: float = 10.0
     tick_s: float = 0.5

@@ -1,4 +1,4 @@
-"""Temporary API keys for a run: created with limits fit for the mode, always revoked at the end."""
+"""Temporary API keys for a run: created with limits fit for the mode, always deleted at the end."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from typing import Protocol
 
 
 class KeyAdminError(RuntimeError):
-    """Temporary keys could not be created or revoked."""
+    """Temporary keys could not be created or deleted."""
 
 
 class KeyAdmin(Protocol):
-    """Creates and revokes keys in the daemon's home."""
+    """Creates and deletes keys in the daemon's home."""
 
     def create(self, name: str, limit: int, window_s: float, expires_in_s: float) -> tuple[str, str]:
         """Create a key and return ``(key_id, token)``."""
         ...
 
-    def revoke(self, key_id: str) -> bool:
-        """Revoke a key; True if it existed."""
+    def delete(self, key_id: str) -> bool:
+        """Delete a key; True if it existed."""
         ...
 
 
@@ -36,15 +36,15 @@ class LibraryKeyAdmin:
         key_id, token = create_key(name, limit, window_s, expires_in_seconds=expires_in_s)
         return str(key_id), str(token)
 
-    def revoke(self, key_id: str) -> bool:
-        """Revoke a key through the daemon library."""
-        from daemon.keyadmin import revoke_key
+    def delete(self, key_id: str) -> bool:
+        """Delete a key through the daemon library."""
+        from daemon.keyadmin import delete_key
 
-        return bool(revoke_key(key_id))
+        return bool(delete_key(key_id))
 
 
 class CliKeyAdmin:
-    """Runs ``aigov keys create/revoke`` as subprocesses (when the library is not importable)."""
+    """Runs ``aigov keys create/delete`` as subprocesses (when the library is not importable)."""
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "aigov_cli.main", *args]
@@ -68,9 +68,9 @@ class CliKeyAdmin:
         data = json.loads(proc.stdout)
         return str(data["key_id"]), str(data["token"])
 
-    def revoke(self, key_id: str) -> bool:
-        """Revoke a key with ``aigov keys revoke``."""
-        return self._run("keys", "revoke", key_id).returncode == 0
+    def delete(self, key_id: str) -> bool:
+        """Delete a key with ``aigov keys delete``."""
+        return self._run("keys", "delete", key_id).returncode == 0
 
 
 def default_key_admin() -> KeyAdmin:
@@ -84,15 +84,15 @@ def default_key_admin() -> KeyAdmin:
 
 @dataclass
 class TempKeys:
-    """Keys created for one run; :meth:`revoke_all` is idempotent and never raises."""
+    """Keys created for one run; :meth:`delete_all` is idempotent and never raises."""
 
     admin: KeyAdmin
     created: list[str] = field(default_factory=list)
-    revoked: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def create(self, name: str, limit: int, window_s: float, expires_in_s: float) -> str:
-        """Create a key, remember it for revocation, and return its token."""
+        """Create a key, remember it for deletion, and return its token."""
         try:
             key_id, token = self.admin.create(name, limit, window_s, expires_in_s)
         except KeyAdminError:
@@ -102,13 +102,13 @@ class TempKeys:
         self.created.append(key_id)
         return token
 
-    def revoke_all(self) -> None:
-        """Revoke every key created so far."""
+    def delete_all(self) -> None:
+        """Delete every key created so far (not just revoke it: a run leaves no keys behind)."""
         for key_id in self.created:
-            if key_id in self.revoked:
+            if key_id in self.deleted:
                 continue
             try:
-                self.admin.revoke(key_id)
-                self.revoked.append(key_id)
-            except Exception as exc:  # keep revoking the others
+                self.admin.delete(key_id)
+                self.deleted.append(key_id)
+            except Exception as exc:  # keep deleting the others
                 self.failures.append(f"{key_id}: {exc}")

@@ -290,7 +290,7 @@ def build_document(run: RunData, version: str = "") -> dict[str, Any]:
             }
             for v in run.thresholds
         ],
-        "keys": {"created": run.keys_created, "revoked": run.keys_revoked},
+        "keys": {"created": run.keys_created, "deleted": run.keys_deleted},
         "warnings": warnings,
         "passed": all(v.ok for v in run.thresholds) and not run.interrupted,
     }

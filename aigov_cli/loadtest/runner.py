@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from aigov_cli.loadtest.corpus import Corpus
+from aigov_cli.loadtest.corpus import PROBE_BODY, Corpus
 from aigov_cli.loadtest.engine import EngineConfig, PhaseResult, Tally, Tick
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.keys import KeyAdmin, KeyAdminError, TempKeys
@@ -181,7 +181,7 @@ class RunData:
     warnings: list[str] = field(default_factory=list)
     thresholds: list[ThresholdResult] = field(default_factory=list)
     keys_created: int = 0
-    keys_revoked: int = 0
+    keys_deleted: int = 0
 
     def rate_limit_accuracy(self) -> float | None:
         """Percent of probe decisions that matched the key's limit exactly, or None if not probed."""
@@ -403,7 +403,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
         else:
             assert opts.key is not None
             main_token = opts.key
-        probe_body = b'{"model":"gpt-4o","operation":"chat","input_text":"rate limit probe"}'
+        probe_body = PROBE_BODY
         status = await _warm_up(
             target, main_token, opts.corpus.bodies[0], "--key" if opts.key else "temporary key"
         )
@@ -544,17 +544,17 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
         if executor is not None:
             await executor.close()
         if temp is not None:
-            # Revoke even when cancelled; a thread because the key library runs its own event loop.
-            revoking = asyncio.ensure_future(asyncio.to_thread(temp.revoke_all))
+            # Delete even when cancelled; a thread because the key library runs its own event loop.
+            deleting = asyncio.ensure_future(asyncio.to_thread(temp.delete_all))
             try:
-                await asyncio.shield(revoking)
+                await asyncio.shield(deleting)
             except asyncio.CancelledError:
-                await revoking
+                await deleting
                 raise
             data.keys_created = len(temp.created)
-            data.keys_revoked = len(temp.revoked)
+            data.keys_deleted = len(temp.deleted)
             for failure in temp.failures:
-                data.warnings.append(f"could not revoke temporary key {failure}")
+                data.warnings.append(f"could not delete temporary key {failure}")
     data.interrupted = interrupted or any(s.result.interrupted for s in data.stages)
     data.finished_at = _iso_now()
     data.duration_s = max(0.0, time.monotonic() - run_t0)
