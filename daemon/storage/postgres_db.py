@@ -148,7 +148,11 @@ def _first_line(e: BaseException) -> str:
 def is_database_error(e: BaseException) -> bool:
     """Whether ``e`` comes from the database or the way to it (rather than from a bug in aigov)."""
     asyncpg = _import_asyncpg()
-    return isinstance(e, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | asyncio.TimeoutError)
+    # InternalClientError: a connection left mid-operation by an outage ("cannot switch to state 15;
+    # another operation is in progress", seen when the server was stopped under load); the connection
+    # is dropped and the next try opens a new one.
+    return isinstance(e, asyncpg.PostgresError | asyncpg.InterfaceError | asyncpg.InternalClientError | OSError
+                      | asyncio.TimeoutError)
 
 
 async def connect(target: PgTarget, *, statement_timeout_ms: int = DAEMON_STATEMENT_TIMEOUT_MS,
