@@ -99,7 +99,7 @@ class Stub:
         app = web.Application()
         app.router.add_post("/v1/check", check)
         app.router.add_post("/prefix/v1/check", check)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)  # a hung handler is not waited for
         ready = threading.Event()
 
         def run() -> None:
@@ -109,6 +109,10 @@ class Stub:
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self.runner.cleanup())
+            pending = asyncio.all_tasks(loop)  # a hung handler's, past the shutdown timeout
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self.thread = threading.Thread(target=run, daemon=True)
