@@ -112,7 +112,8 @@ class Stub:
             pending = asyncio.all_tasks(loop)  # a hung handler's, past the shutdown timeout
             for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
         self.thread = threading.Thread(target=run, daemon=True)
