@@ -32,7 +32,7 @@ lint: venv
 
 # pytest exits 5 when it collects no test; that is not a failure of the build.
 pytest: venv
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q -n auto; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 ## bench: measure throughput, latency, detectors and the decision log (numbers in bench/results/)
 bench: venv

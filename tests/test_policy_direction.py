@@ -97,6 +97,7 @@ def test_unknown_direction_is_a_value_error() -> None:
         (INJECTION, True, False),
         ("What is the capital of France?", False, False),
     ],
+    ids=["github-token", "aigov-token", "private-key", "card", "injection", "benign"],  # stable: a token is random
 )
 def test_default_policy_blocks_secrets_in_answers_too(text: str, input_blocked: bool, output_blocked: bool) -> None:
     policy = parse_policy(default_policy_text()).get("default")
