@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemon.decisionlog import (
+    FIELDS,
     DecisionLog,
     Entry,
     QueueFull,
     SqliteDecisionStore,
+    chain_hash,
     prune,
     stored_input,
     verify_chain,
@@ -287,3 +291,122 @@ def test_checkpointer_stops_promptly_when_idle(tmp_path: Path) -> None:
     t0 = time.monotonic()
     cp.stop()
     assert time.monotonic() - t0 < 1.0
+
+
+# --- tampering: what the chain must catch, each forgery done as well as an attacker could ------
+#
+# Every record is built with SqliteDecisionStore.append and tampered with through plain SQL on a
+# connection of its own, as someone with the database file would; every forged record gets its
+# own hash recomputed with the public chain_hash, so that it is self-consistent and only the
+# links between records can give it away.
+
+
+def _record(i: int) -> dict[str, Any]:
+    """A decision as ``append`` takes it: every chained field but the id (a field the chain
+    gains later defaults to NULL here)."""
+    rec: dict[str, Any] = dict.fromkeys(FIELDS[1:])
+    rec.update(time=2000.0 + i, request_id=f"req-{i}", key_id="key", model="gpt-4o", operation="chat",
+               decision="allow", rules="[]", reasons="[]", input_length=5, kind="decision")
+    return rec
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A database holding a verified chain of 20 records, and a plain connection to tamper with."""
+    path = tmp_path / "chain.db"
+    store = SqliteDecisionStore(path)
+    store.append([_record(i) for i in range(12)])
+    store.append([_record(i) for i in range(12, 20)])  # two transactions: the chain spans them
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    rep = verify_chain(conn)
+    assert rep.ok and rep.records == 20, rep
+    yield conn
+    conn.close()
+
+
+def _row(conn: sqlite3.Connection, rid: int) -> dict[str, Any]:
+    cur = conn.execute("SELECT * FROM decisions WHERE id = ?", (rid,))
+    return dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+
+
+def _put(conn: sqlite3.Connection, row: dict[str, Any], *, insert: bool = False) -> str:
+    """Write ``row`` with its hash recomputed from its own prev_hash; returns that hash."""
+    row = {**row, "hash": chain_hash(row["prev_hash"], row)}
+    cols = [c for c in row if c != "id"]
+    if insert:
+        conn.execute(f"INSERT INTO decisions (id, {', '.join(cols)}) VALUES ({', '.join('?' * (len(cols) + 1))})",
+                     [row["id"], *(row[c] for c in cols)])
+    else:
+        conn.execute(f"UPDATE decisions SET {', '.join(c + ' = ?' for c in cols)} WHERE id = ?",
+                     [*(row[c] for c in cols), row["id"]])
+    return str(row["hash"])
+
+
+def _self_consistent(conn: sqlite3.Connection, rid: int) -> bool:
+    row = _row(conn, rid)
+    return chain_hash(row["prev_hash"], row) == row["hash"]
+
+
+def test_edited_record_with_its_hash_recomputed_breaks_the_next_link(chain: sqlite3.Connection) -> None:
+    _put(chain, {**_row(chain, 7), "decision": "block", "rules": '["pii.credit_card"]'})
+    assert _self_consistent(chain, 7)  # the edit alone does not show: only the next link can
+    rep = verify_chain(chain)
+    assert not rep.ok and rep.first_bad_id == 8 and "link" in (rep.problem or ""), rep
+
+
+def test_edited_first_record_with_its_hash_recomputed_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    _put(chain, {**_row(chain, 1), "model": "forged"})
+    rep = verify_chain(chain)
+    assert not rep.ok and rep.first_bad_id == 2, rep
+
+
+def test_deleted_record_with_its_successor_relinked_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    before = _row(chain, 10)["hash"]
+    chain.execute("DELETE FROM decisions WHERE id = 11")
+    _put(chain, {**_row(chain, 12), "prev_hash": before})  # 12 now follows 10, and says so
+    assert _self_consistent(chain, 12)
+    rep = verify_chain(chain)
+    assert not rep.ok and rep.first_bad_id in (11, 12, 13), rep  # the gap, or the link after the relinked record
+
+
+def test_forged_record_claiming_to_follow_an_earlier_one_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    # A self-consistent record that says it follows record 5, added where the next id is free.
+    forged = {**_row(chain, 6), "id": 21, "request_id": "forged", "prev_hash": _row(chain, 5)["hash"]}
+    _put(chain, forged, insert=True)
+    assert _self_consistent(chain, 21)
+    rep = verify_chain(chain)
+    assert not rep.ok and rep.first_bad_id == 21 and "link" in (rep.problem or ""), rep
+
+
+def test_record_inserted_in_the_middle_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    # Make room after record 10 (ids 11.. move up by one), then put a self-consistent forgery there.
+    chain.execute("UPDATE decisions SET id = -id WHERE id > 10")
+    chain.execute("UPDATE decisions SET id = 1 - id WHERE id < 0")
+    _put(chain, {**_row(chain, 10), "id": 11, "request_id": "forged", "prev_hash": _row(chain, 10)["hash"]},
+         insert=True)
+    assert _self_consistent(chain, 11)
+    rep = verify_chain(chain)
+    assert not rep.ok and rep.first_bad_id == 12, rep
+
+
+def test_reordered_records_relinked_break_the_chain(chain: sqlite3.Connection) -> None:
+    # Swap what records 8 and 9 say, then relink both so that each is consistent with the one before.
+    eight, nine = _row(chain, 8), _row(chain, 9)
+    content = [c for c in eight if c not in ("id", "prev_hash", "hash")]
+    new8 = _put(chain, {**eight, **{c: nine[c] for c in content}})
+    _put(chain, {**nine, **{c: eight[c] for c in content}, "prev_hash": new8})
+    assert _self_consistent(chain, 8) and _self_consistent(chain, 9)
+    rep = verify_chain(chain)
+    assert not rep.ok and rep.first_bad_id == 10 and "link" in (rep.problem or ""), rep
+
+
+def test_an_untampered_chain_extended_after_verification_still_verifies(chain: sqlite3.Connection,
+                                                                         tmp_path: Path) -> None:
+    # The control for the tests above: the same steps without a forgery leave a valid chain.
+    _put(chain, _row(chain, 7))  # rewriting a record unchanged keeps its hash
+    store = SqliteDecisionStore(tmp_path / "chain.db")
+    store.append([_record(20)])
+    store.close()
+    rep = verify_chain(chain)
+    assert rep.ok and rep.records == 21, rep
