@@ -323,3 +323,37 @@ def test_check_edges_of_the_direct_route(home: Path) -> None:
     stored = decision_ids(home)
     assert {direct.headers["x-request-id"], routed.headers["x-request-id"]} <= stored
     assert ids <= stored
+
+
+def _raw_whole(port: int, head: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    """Send headers and body in one write (so the daemon finds the body whole: its fast path); read to EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    status_line, _, rest = raw.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_body_size_edge_on_the_direct_route(home: Path) -> None:
+    """Exactly max_body_bytes is checked, one byte more is 413: by Content-Length and chunked, on a real daemon."""
+    limit = 4096
+    empty = len(json.dumps({**BODY, "input_text": ""}))
+    key = create_key(home, "sizes")
+    head = (f"POST /v1/check HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key['token']}\r\n"
+            "Content-Type: application/json\r\n")
+    with running_daemon(home, AIGOV_MAX_BODY_BYTES=str(limit)) as d:
+        for size, want in ((limit, 200), (limit + 1, 413)):
+            body = json.dumps({**BODY, "input_text": "a" * (size - empty)}).encode()
+            assert len(body) == size
+            pieces = [body[i:i + 1000] for i in range(0, size, 1000)]
+            chunked = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+            framings = ((f"Content-Length: {size}\r\n", body), ("Transfer-Encoding: chunked\r\n", chunked))
+            for framing, payload in framings:
+                status, data = _raw_whole(d.port, head + framing, payload)
+                assert status == want, (size, framing, data)
+                if want == 200:
+                    assert data["decision"] == "allow"
+                else:
+                    assert data["error"]["code"] == "body_too_large"
