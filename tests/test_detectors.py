@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import re2
 
 from daemon.policy.detectors import DETECTOR_NAMES, GROUPS, DetectorOptionError, Finding, Scanner, _Prefilter
 from daemon.policy.detectors import phone as phone_module
+from daemon.policy.detectors._base import luhn_ok
 from daemon.policy.detectors._fold import CHANGED_CLASS, FOLD_TABLE, IGNORABLE
 from daemon.policy.detectors.invisible_text import _INVISIBLE, GATE_CLASS
 from daemon.policy.detectors.phone import MAX_MATCHER_CALLS, PhoneDetector
@@ -106,6 +108,23 @@ def test_credit_card_positive(text: str) -> None:
 )
 def test_credit_card_negative(text: str) -> None:
     assert "credit_card" not in fired(text)
+
+
+# Valid test numbers of several issuers and lengths (13 to 19 digits; odd and even lengths put
+# the doubled digits on different positions).
+_LUHN_VALID = ("4111111111111111", "5555555555554444", "378282246310005", "6011111111111117",
+               "4222222222222", "30569309025904", "6200000000000005", "4000000000000000006")
+
+
+@pytest.mark.parametrize("residue", range(1, 10))
+def test_credit_card_luhn_negative_for_every_residue(residue: int) -> None:
+    # The check digit moved by ``residue`` leaves the Luhn sum at that residue mod 10: every
+    # non-zero residue must be refused, not only the ones a mistyped 1 happens to give.
+    for valid in _LUHN_VALID:
+        assert luhn_ok(valid) and spans(f"card {valid} here", "credit_card") == [valid]
+        bad = valid[:-1] + str((int(valid[-1]) + residue) % 10)
+        assert not luhn_ok(bad), bad
+        assert "credit_card" not in fired(f"card {bad} here"), bad
 
 
 def test_credit_card_message_has_no_digits() -> None:
@@ -463,15 +482,29 @@ def test_scanner_subset_runs_only_configured() -> None:
     assert fired("bob@example.org 4111 1111 1111 1111", scanner) == {"credit_card"}
 
 
-def test_adversarial_inputs_finish() -> None:
-    for text in [
-        "1" * 100_000,
-        "1-" * 50_000,
-        "a@" * 50_000,
-        "ignore previous " * 10_000,
-        "eyJ" + "A" * 100_000,
-    ]:
+def _cpu_seconds(text: str, runs: int) -> float:
+    """The least CPU time of this thread over ``runs`` scans: other processes' load does not count."""
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.thread_time()
         ALL.scan(text)
+        best = min(best, time.thread_time() - t0)
+    return best
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["1", "1-", "1 ", "a@", ":", "1.2.", "4111 ", "ignore previous ", "eyJA"],
+)
+def test_adversarial_inputs_scan_in_linear_time(unit: str) -> None:
+    # 20 times the input may cost about 20 times the time (measured: 14-24x), never the 400x of
+    # a quadratic scan: the bound leaves 3x for noise and cache effects and still fails anything
+    # worse than about n^1.4. Compared within the test, so that the machine's speed cancels out.
+    small = (unit * (20_000 // len(unit) + 1))[:20_000]
+    large = (unit * (400_000 // len(unit) + 1))[:400_000]
+    ALL.scan(small)  # warm caches and lazy compilation before timing
+    ratio = _cpu_seconds(large, 3) / max(_cpu_seconds(small, 5), 1e-6)
+    assert ratio < 60, f"{unit!r}: 400 KB took {ratio:.0f}x the time of 20 KB"
 
 
 # --- the prefilter (one RE2 Set pass deciding which detectors run) ---------------------------
