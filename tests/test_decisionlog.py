@@ -199,7 +199,7 @@ async def test_put_waits_for_room_then_enqueues(tmp_path: Path) -> None:
     log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=2, enqueue_timeout=5.0)
     assert log.offer(entry(1)) and log.offer(entry(2))
     waiting = asyncio.create_task(log.put(entry(3)))
-    await asyncio.sleep(0.05)
+    assert await wait_until(log._wake.is_set)  # the put found the queue full and asked the writer to drain
     assert not waiting.done() and log.qsize() == 2  # full: the put waits, nothing is dropped
     taken = log._take()  # what the writer does: take the waiting records out
     await asyncio.wait_for(waiting, 1.0)
@@ -211,7 +211,7 @@ async def test_put_on_a_closing_log_refuses(tmp_path: Path) -> None:
     log = DecisionLog(SqliteDecisionStore(tmp_path / "d.db"), max_queue=1, enqueue_timeout=5.0)
     assert log.offer(entry(1))
     waiting = asyncio.create_task(log.put(entry(2)))
-    await asyncio.sleep(0.05)
+    assert await wait_until(log._wake.is_set)  # the put is waiting for room
     log.closing = True
     log._take()
     with pytest.raises(QueueFull, match="closing"):
