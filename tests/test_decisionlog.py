@@ -263,10 +263,9 @@ def test_a_failing_checkpoint_never_fails_a_write(tmp_path: Path, caplog: pytest
     store.open()
     assert store.conn is not None
     lost.committed(store.conn)
-    deadline = 100
-    while lost.failures == 0 and deadline:
+    deadline = time.monotonic() + 10  # a limit, not a pace: the thread's first try comes after 0.01 s
+    while lost.failures == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-        deadline -= 1
     assert lost.failures >= 1
     assert "WAL checkpoint failed" in caplog.text
     # The writer's catch-up on a broken connection: counted and logged, not raised.
