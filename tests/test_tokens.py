@@ -71,3 +71,30 @@ def test_checksum_is_crc32_base62() -> None:
     for ch in tokens.checksum(body):
         n = n * 62 + tokens.BASE62.index(ch)
     assert n == zlib.crc32(body.encode())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "aigov_abcdefghijkl-" + "A" * 22,  # separator
+        "aigov_abcdefghijkl" + "A" * 23,  # no separator at all
+        "aigov_ABCDEFGHIJKL_" + "A" * 22,  # key id in upper case
+        "aigov_abcdefghijk1_" + "A" * 22,  # 1, 8, 9 and 0 are not base32
+        "aigov_abcdefghijkl_" + "A" * 21 + "!",  # secret outside base62
+        "AIGOV_abcdefghijkl_" + "A" * 22,  # prefix
+    ],
+)
+def test_a_wrong_shape_is_rejected_even_with_a_right_checksum(body: str) -> None:
+    # The checksum covers the whole body, so these would pass it: only the shape checks refuse them.
+    token = body + tokens.checksum(body)
+    assert len(token) == tokens.TOKEN_LEN
+    assert tokens.parse_token(token) is None
+
+
+@pytest.mark.parametrize(
+    ("key_id", "valid"),
+    [("abcdefghijkl", True), ("a2b3c4d5e6f7", True), ("abcdefghijk", False), ("abcdefghijklm", False),
+     ("ABCDEFGHIJKL", False), ("abcdefghijk1", False), ("", False)],
+)
+def test_is_valid_key_id(key_id: str, valid: bool) -> None:
+    assert tokens.is_valid_key_id(key_id) is valid
