@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -392,7 +393,7 @@ async def test_put_waits_for_room_then_enqueues(tmp_path: Path) -> None:
     log = DecisionLog(make_store(tmp_path / "d.db"), max_queue=2, enqueue_timeout=5.0)
     assert log.offer(entry(1)) and log.offer(entry(2))
     waiting = asyncio.create_task(log.put(entry(3)))
-    await asyncio.sleep(0.05)
+    assert await wait_until(log._wake.is_set)  # the put found the queue full and asked the writer to drain
     assert not waiting.done() and log.qsize() == 2  # full: the put waits, nothing is dropped
     taken = log._take()  # what the writer does: take the waiting records out
     await asyncio.wait_for(waiting, 1.0)
@@ -404,7 +405,7 @@ async def test_put_on_a_closing_log_refuses(tmp_path: Path) -> None:
     log = DecisionLog(make_store(tmp_path / "d.db"), max_queue=1, enqueue_timeout=5.0)
     assert log.offer(entry(1))
     waiting = asyncio.create_task(log.put(entry(2)))
-    await asyncio.sleep(0.05)
+    assert await wait_until(log._wake.is_set)  # the put is waiting for room
     log.closing = True
     log._take()
     with pytest.raises(QueueFull, match="closing"):
@@ -464,10 +465,9 @@ def test_a_failing_checkpoint_never_fails_a_write(tmp_path: Path, caplog: pytest
     store.open_sync()
     assert store.conn is not None
     lost.committed(store.conn)
-    deadline = 100
-    while lost.failures == 0 and deadline:
+    deadline = time.monotonic() + 10  # a limit, not a pace: the thread's first try comes after 0.01 s
+    while lost.failures == 0 and time.monotonic() < deadline:
         time.sleep(0.01)
-        deadline -= 1
     assert lost.failures >= 1
     assert "WAL checkpoint failed" in caplog.text
     # The writer's catch-up on a broken connection: counted and logged, not raised.
@@ -533,3 +533,138 @@ async def test_retries_back_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     store.failing = None
     await log.close()
     assert len(rows(backend)) == 1
+
+
+# --- tampering: what the chain must catch, each forgery done as well as an attacker could ------
+#
+# Every record is written by the real store and tampered with through plain SQL on a connection of
+# its own, as someone with the database file would; every forged record gets its own hash recomputed
+# with the public record_hash, so that it is self-consistent and only the links between records (and
+# their positions in the chain) can give it away.
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A database holding a verified chain of 20 records, and a plain connection to tamper with."""
+    path = tmp_path / "chain.db"
+    store = make_store(path)
+    store.open_sync()
+    store.write_sync([entry(i) for i in range(12)])
+    store.write_sync([entry(i) for i in range(12, 20)])  # two transactions: the chain spans them
+    store.close_sync()
+    conn = sqlite3.connect(path, isolation_level=None)
+    rep = only_file(path)
+    assert rep.ok and rep.records == 20, rep
+    yield conn
+    conn.close()
+
+
+def _row(conn: sqlite3.Connection, rid: int) -> dict[str, Any]:
+    cur = conn.execute("SELECT * FROM decisions WHERE id = ?", (rid,))
+    return dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+
+
+def _put(conn: sqlite3.Connection, row: dict[str, Any], *, insert: bool = False) -> str:
+    """Write ``row`` with its hash recomputed from its own prev_hash; returns that hash."""
+    from daemon.storage.records import record_hash
+
+    row = {**row, "hash": record_hash(row)}
+    cols = [c for c in row if c != "id"]
+    if insert:
+        conn.execute(f"INSERT INTO decisions (id, {', '.join(cols)}) VALUES ({', '.join('?' * (len(cols) + 1))})",
+                     [row["id"], *(row[c] for c in cols)])
+    else:
+        conn.execute(f"UPDATE decisions SET {', '.join(c + ' = ?' for c in cols)} WHERE id = ?",
+                     [*(row[c] for c in cols), row["id"]])
+    return str(row["hash"])
+
+
+def _self_consistent(conn: sqlite3.Connection, rid: int) -> bool:
+    from daemon.storage.records import record_hash
+
+    row = _row(conn, rid)
+    return record_hash(row) == row["hash"]
+
+
+def _verify(conn: sqlite3.Connection) -> ChainReport:
+    (path,) = [r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"]
+    return only_file(Path(path))
+
+
+# What a record says, apart from its place in the chain and its links.
+_POSITION = ("id", "format", "chain", "seq", "prev_hash", "hash")
+
+
+def test_edited_record_with_its_hash_recomputed_breaks_the_next_link(chain: sqlite3.Connection) -> None:
+    _put(chain, {**_row(chain, 7), "decision": "block", "rules": '["pii.credit_card"]'})
+    assert _self_consistent(chain, 7)  # the edit alone does not show: only the next link can
+    rep = _verify(chain)
+    assert not rep.ok and rep.first_bad_id == 8 and "link" in (rep.problem or ""), rep
+
+
+def test_edited_first_record_with_its_hash_recomputed_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    _put(chain, {**_row(chain, 1), "model": "forged"})
+    rep = _verify(chain)
+    assert not rep.ok and rep.first_bad_id == 2, rep
+
+
+def test_deleted_record_with_its_successor_relinked_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    before = _row(chain, 10)["hash"]
+    chain.execute("DELETE FROM decisions WHERE id = 11")
+    _put(chain, {**_row(chain, 12), "prev_hash": before})  # 12 now follows 10, and says so
+    assert _self_consistent(chain, 12)
+    rep = _verify(chain)
+    assert not rep.ok and rep.first_bad_id == 12 and "missing" in (rep.problem or ""), rep
+    # Renumbered too, so that no position is missing: its new position is in its hash, and it was
+    # rehashed, but then the head the chains table names is one too far.
+    _put(chain, {**_row(chain, 12), "seq": 11, "prev_hash": before})
+    for rid in range(13, 21):
+        _put(chain, {**_row(chain, rid), "seq": rid - 1, "prev_hash": _row(chain, rid - 1)["hash"]})
+    rep = _verify(chain)
+    assert not rep.ok and "newest 1 record(s) were deleted" in (rep.problem or ""), rep
+
+
+def test_forged_record_claiming_to_follow_an_earlier_one_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    # A self-consistent record that says it follows record 5, added at the next free place.
+    forged = {**_row(chain, 6), "id": 21, "seq": 21, "request_id": "forged", "prev_hash": _row(chain, 5)["hash"]}
+    _put(chain, forged, insert=True)
+    chain.execute("UPDATE chains SET head_seq = 21, head_hash = ?", (_row(chain, 21)["hash"],))
+    assert _self_consistent(chain, 21)
+    rep = _verify(chain)
+    assert not rep.ok and rep.first_bad_id == 21 and "link" in (rep.problem or ""), rep
+
+
+def test_record_inserted_in_the_middle_breaks_the_chain(chain: sqlite3.Connection) -> None:
+    # Make room after record 10 (ids and places 11.. move up by one), then put a self-consistent
+    # forgery there; the chains table is made to agree.
+    chain.execute("UPDATE decisions SET id = -id, seq = -seq WHERE id > 10")
+    chain.execute("UPDATE decisions SET id = 1 - id, seq = 1 - seq WHERE id < 0")
+    chain.execute("UPDATE chains SET head_seq = head_seq + 1")
+    _put(chain, {**_row(chain, 10), "id": 11, "seq": 11, "request_id": "forged",
+                 "prev_hash": _row(chain, 10)["hash"]}, insert=True)
+    assert _self_consistent(chain, 11)
+    rep = _verify(chain)
+    assert not rep.ok and rep.first_bad_id == 12, rep
+
+
+def test_reordered_records_relinked_break_the_chain(chain: sqlite3.Connection) -> None:
+    # Swap what records 8 and 9 say, then relink both so that each is consistent with the one before.
+    eight, nine = _row(chain, 8), _row(chain, 9)
+    content = [c for c in eight if c not in _POSITION]
+    new8 = _put(chain, {**eight, **{c: nine[c] for c in content}})
+    _put(chain, {**nine, **{c: eight[c] for c in content}, "prev_hash": new8})
+    assert _self_consistent(chain, 8) and _self_consistent(chain, 9)
+    rep = _verify(chain)
+    assert not rep.ok and rep.first_bad_id == 10 and "link" in (rep.problem or ""), rep
+
+
+def test_an_untampered_chain_extended_after_verification_still_verifies(chain: sqlite3.Connection,
+                                                                         tmp_path: Path) -> None:
+    # The control for the tests above: the same steps without a forgery leave a valid chain.
+    _put(chain, _row(chain, 7))  # rewriting a record unchanged keeps its hash
+    store = make_store(tmp_path / "chain.db")
+    store.open_sync()
+    store.write_sync([entry(20)])
+    store.close_sync()
+    rep = _verify(chain)
+    assert rep.ok and rep.records == 21, rep

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +14,14 @@ import re2
 
 from daemon.policy.detectors import DETECTOR_NAMES, GROUPS, DetectorOptionError, Finding, Scanner, _Prefilter
 from daemon.policy.detectors import phone as phone_module
+from daemon.policy.detectors._base import Detector, luhn_ok
 from daemon.policy.detectors._fold import CHANGED_CLASS, FOLD_TABLE, IGNORABLE
+from daemon.policy.detectors.credit_card import CreditCardDetector
+from daemon.policy.detectors.iban import IbanDetector, _bban_regex, iban_valid
 from daemon.policy.detectors.invisible_text import _INVISIBLE, GATE_CLASS
 from daemon.policy.detectors.phone import MAX_MATCHER_CALLS, PhoneDetector
 from daemon.policy.detectors.prompt_injection import _ANCHOR_BYTES, ANCHORS, GATE_MAX_CHARS
+from daemon.policy.detectors.us_ssn import UsSsnDetector
 from daemon.tokens import make_token
 
 ALL = Scanner({name: {} for name in DETECTOR_NAMES})
@@ -102,10 +107,28 @@ def test_credit_card_positive(text: str) -> None:
         "3.4111111111111111",
         "7111111111111114",
         "4111 1111-1111 1111",
+        "6666666666666",  # Luhn-valid and in an issuer range, but one digit repeated
     ],
 )
 def test_credit_card_negative(text: str) -> None:
     assert "credit_card" not in fired(text)
+
+
+# Valid test numbers of several issuers and lengths (13 to 19 digits; odd and even lengths put
+# the doubled digits on different positions).
+_LUHN_VALID = ("4111111111111111", "5555555555554444", "378282246310005", "6011111111111117",
+               "4222222222222", "30569309025904", "6200000000000005", "4000000000000000006")
+
+
+@pytest.mark.parametrize("residue", range(1, 10))
+def test_credit_card_luhn_negative_for_every_residue(residue: int) -> None:
+    # The check digit moved by ``residue`` leaves the Luhn sum at that residue mod 10: every
+    # non-zero residue must be refused, not only the ones a mistyped 1 happens to give.
+    for valid in _LUHN_VALID:
+        assert luhn_ok(valid) and spans(f"card {valid} here", "credit_card") == [valid]
+        bad = valid[:-1] + str((int(valid[-1]) + residue) % 10)
+        assert not luhn_ok(bad), bad
+        assert "credit_card" not in fired(f"card {bad} here"), bad
 
 
 def test_credit_card_message_has_no_digits() -> None:
@@ -115,7 +138,16 @@ def test_credit_card_message_has_no_digits() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["536-22-1234", "536 22 1234", "536.22.1234", "SSN: 536221234", "social security 536221234"]
+    "text",
+    [
+        "536-22-1234",
+        "536 22 1234",
+        "536.22.1234",
+        "SSN: 536221234",
+        "social security 536221234",
+        "121-21-2121",  # two distinct digits are enough
+        "ssn" + " " * 37 + "536221234",  # the context word starts 40 characters before the number
+    ],
 )
 def test_ssn_positive(text: str) -> None:
     assert "us_ssn" in fired(text)
@@ -135,6 +167,10 @@ def test_ssn_positive(text: str) -> None:
         "536221234",
         "536-22.1234",
         "x536-22-1234",
+        "111-11-1111",
+        "222 22 2222",
+        "order 536221234 (ssn)",  # the context word must come before the number
+        "ssn" + " " * 38 + "536221234",  # 41 characters before: too far
     ],
 )
 def test_ssn_negative(text: str) -> None:
@@ -149,6 +185,7 @@ def test_ssn_negative(text: str) -> None:
         "GB29 NWBK 6016 1331 9268 19",
         "de89 3704 0044 0532 0130 00",
         "FR14 2004 1010 0505 0001 3M02 606",
+        "DE89-3704-0044-0532-0130-00",
     ],
 )
 def test_iban_positive(text: str) -> None:
@@ -165,10 +202,70 @@ def test_iban_positive(text: str) -> None:
         "XX89370400440532013000",
         "DE89 3704 0044 0532 0130/00",
         "DE89A70400440532013000",
+        "DE89 3704-0044 0532 0130 00",  # one kind of separator, not two
+        "GB58123460161331926819",  # mod-97 valid, but the bank code must be letters
     ],
 )
 def test_iban_negative(text: str) -> None:
     assert "iban" not in fired(text)
+
+
+def test_iban_valid_checks_country_structure_and_mod_97() -> None:
+    assert iban_valid("GB29NWBK60161331926819") and iban_valid("DE89370400440532013000")
+    assert not iban_valid("XX29NWBK60161331926819")  # no such country in the registry
+    assert not iban_valid("GB58123460161331926819")  # right length and checksum, wrong structure
+    assert not iban_valid("GB29NWBK6016133192681")  # too short
+    assert not iban_valid("GB29NWBK60161331926818")  # checksum
+
+
+@pytest.mark.parametrize(
+    ("spec", "good", "bad"),
+    [
+        ("4!a6!n8!n", "NWBK60161331926819", ["NWBK6016133192681", "NWBK601613319268190", "NWB160161331926819",
+                                             "nwbk60161331926819", "NWBK6016133192681X"]),
+        ("5!n5!n11!c2!n", "20041010050500013M02606", ["20041010050500013m02606", "2004101005050001 M02606",
+                                                      "20041010050500013M0260X"]),
+        ("1!a5!n5!n12!c", "X0542811101000000123456", ["00542811101000000123456"]),
+    ],
+)
+def test_bban_structure_from_the_registry_notation(spec: str, good: str, bad: list[str]) -> None:
+    # n: digits, a: upper-case letters, c: both; the counts are exact.
+    rx = _bban_regex(spec)
+    assert rx.fullmatch(good)
+    for b in bad:
+        assert not rx.fullmatch(b), b
+
+
+_SAMPLES: list[tuple[Detector, str, str]] = [
+    (CreditCardDetector({}), "4111111111111111 and 5555555555554444", "credit card number (Luhn-valid)"),
+    (IbanDetector({}), "DE89370400440532013000 and GB29NWBK60161331926819", "IBAN (mod-97 valid)"),
+    (UsSsnDetector({}), "536-22-1234 and 536-22-1235", "US social security number"),
+    (UsSsnDetector({}), "ssn 536221234 and ssn 536221235", "US social security number (with SSN context)"),
+]
+
+
+@pytest.mark.parametrize(("detector", "text", "message"), _SAMPLES)
+def test_find_reports_the_whole_text_from_its_first_character(detector: Detector, text: str, message: str) -> None:
+    hits = list(detector.find(text))
+    assert len(hits) == 2 and hits == list(detector.find_in(text, [(0, len(text))]))
+    first, second = text.split(" and ")
+    start = 4 if first.startswith("ssn ") else 0
+    assert hits[0] == (start, len(first), message)  # the message users see in `reasons`, exactly
+    assert text[hits[1][0]:hits[1][1]] == second.removeprefix("ssn ")
+
+
+@pytest.mark.parametrize(("detector", "text", "message"), _SAMPLES)
+def test_find_in_reports_only_what_its_windows_hold(detector: Detector, text: str, message: str) -> None:
+    first, _ = text.split(" and ")
+    # A window holding the first number only: the second, past its end, is not reported.
+    assert list(detector.find_in(text, [(0, len(first) + 1)])) == list(detector.find(text))[:1]
+
+
+def test_iban_window_holds_matches_whose_check_digits_start_inside_it() -> None:
+    text = "IBAN DE89370400440532013000"
+    det = IbanDetector({})
+    assert list(det.find_in(text, [(0, 7)])) == []  # the check digits start at 7: outside [0, 7)
+    assert [h[:2] for h in det.find_in(text, [(0, 8)])] == [(5, len(text))]
 
 
 def test_iban_two_in_a_row() -> None:
@@ -463,15 +560,29 @@ def test_scanner_subset_runs_only_configured() -> None:
     assert fired("bob@example.org 4111 1111 1111 1111", scanner) == {"credit_card"}
 
 
-def test_adversarial_inputs_finish() -> None:
-    for text in [
-        "1" * 100_000,
-        "1-" * 50_000,
-        "a@" * 50_000,
-        "ignore previous " * 10_000,
-        "eyJ" + "A" * 100_000,
-    ]:
+def _cpu_seconds(text: str, runs: int) -> float:
+    """The least CPU time of this thread over ``runs`` scans: other processes' load does not count."""
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.thread_time()
         ALL.scan(text)
+        best = min(best, time.thread_time() - t0)
+    return best
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["1", "1-", "1 ", "a@", ":", "1.2.", "4111 ", "ignore previous ", "eyJA"],
+)
+def test_adversarial_inputs_scan_in_linear_time(unit: str) -> None:
+    # 20 times the input may cost about 20 times the time (measured: 14-24x), never the 400x of
+    # a quadratic scan: the bound leaves 3x for noise and cache effects and still fails anything
+    # worse than about n^1.4. Compared within the test, so that the machine's speed cancels out.
+    small = (unit * (20_000 // len(unit) + 1))[:20_000]
+    large = (unit * (400_000 // len(unit) + 1))[:400_000]
+    ALL.scan(small)  # warm caches and lazy compilation before timing
+    ratio = _cpu_seconds(large, 3) / max(_cpu_seconds(small, 5), 1e-6)
+    assert ratio < 60, f"{unit!r}: 400 KB took {ratio:.0f}x the time of 20 KB"
 
 
 # --- the prefilter (one RE2 Set pass deciding which detectors run) ---------------------------
