@@ -43,7 +43,8 @@ def one_line(err: str) -> str:
         (["keys", "list", "--bogus"], "keys list: no such option --bogus (it takes --all, --help, --json, --wide)"),
         (["keys", "list", "--al"], "keys list: no such option --al (did you mean --all or --help?)"),
         (["--bogus"], "no such option --bogus (it takes --help, --home, --version)"),
-        (["keys", "nope"], "keys: no such command 'nope' (commands: create, list, show, revoke, delete, rotate, update)"),
+        (["keys", "nope"],
+         "keys: no such command 'nope' (commands: create, list, show, revoke, delete, rotate, update)"),
         (["keys", "show", "a", "b"], "keys show: unexpected argument 'b' (see aigov keys show --help)"),
     ],
 )
