@@ -220,8 +220,11 @@ def test_follow_sees_a_decision_written_after_it_started(backend: Backend) -> No
             assert time.time() < until, "the daemon did not pick up the new key"
             time.sleep(0.05)
         assert first.status == 200
+        # SIGINT as a terminal's Ctrl-C: restored in the child, since a shell that starts a job in the
+        # background (`make test &`) passes SIGINT on ignored, and then nothing could stop it.
         proc = subprocess.Popen([AIGOV, "logs", "--follow", "--json", "--limit", "1"], stdout=subprocess.PIPE,
-                                text=True, env=env_for(home), start_new_session=True)
+                                text=True, env=env_for(home), start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             lines = _reader(proc)
             deadline = time.time() + 10
@@ -235,7 +238,11 @@ def test_follow_sees_a_decision_written_after_it_started(backend: Backend) -> No
             assert "4111" not in json.dumps(got)
         finally:
             proc.send_signal(signal.SIGINT)
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # never left behind: fail below instead
+                proc.wait()
             assert proc.stdout is not None
             proc.stdout.close()
         assert proc.returncode == 0

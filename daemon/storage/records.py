@@ -142,8 +142,10 @@ def _int_or_null(v: int | None) -> str:
     return "null" if v is None else str(v)
 
 
-def reasons_json(reasons: Iterable[Reason]) -> str:
+def reasons_json(reasons: Sequence[Reason]) -> str:
     """The same JSON as ``dumps([r.as_dict() ...])``, built without dicts: this runs once per record."""
+    if not reasons:  # most records: nothing fired
+        return "[]"
     body = ",".join(
         f'{{"rule":{_quote(r.rule)},"detector":{_quote(r.detector)},"action":"{r.action}",'
         f'"message":{_quote(r.message)},"start":{_int_or_null(r.start)},"end":{_int_or_null(r.end)}}}'
@@ -166,7 +168,7 @@ def stored_input(text: str, reasons: Sequence[Reason], mode: str) -> str | None:
     """The input as ``log_inputs`` says: none, redacted (every finding's span masked) or full."""
     if mode == "none":
         return None
-    if mode == "full":
+    if mode == "full" or not reasons:
         return text
     # Labelled like redacted_text in the answer: the detector, or the rule id for custom rules.
     spans = [
