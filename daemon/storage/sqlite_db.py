@@ -279,8 +279,8 @@ class WalCheckpointer:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 self.catch_ups += 1
             except sqlite3.Error as e:
-                self.failures += 1
                 log.warning("WAL catch-up checkpoint failed (%s); the next background one retries", e)
+                self.failures += 1  # after the log line: whoever sees the count finds the line too
         if not self._dirty.is_set():
             self._dirty.set()
 
@@ -315,8 +315,8 @@ class WalCheckpointer:
                     self._copy_most(conn)
                     self._catch_up = True
                 except (sqlite3.Error, StorageError) as e:
-                    self.failures += 1
                     log.warning("WAL checkpoint failed (%s); retrying after the next commit", e)
+                    self.failures += 1
         finally:
             if conn is not None:
                 conn.close()
