@@ -147,7 +147,8 @@ def test_a_crash_on_a_prompt_with_a_card_reports_without_it(home: Path, recorder
     assert "handle" in functions and "_crashing_evaluate" in functions  # the frames that held the prompt
     assert all("vars" not in f for f in exc["stacktrace"]["frames"])
     raw = b"\n".join(recorder.envelopes).decode()
-    for secret in (CARD, CARD.replace(" ", ""), "5555", "zebra-quokka", token, token[30:]):
+    # Not a bare "5555": four hex digits turn up in random event and trace ids now and then.
+    for secret in (CARD, CARD.replace(" ", ""), "5555 4444", "zebra-quokka", token, token[30:]):
         assert secret not in raw, f"{secret!r} left the process"
 
 

@@ -57,7 +57,11 @@ async def burst(urls: list[str], token: str, n: int, body: dict[str, Any] = BODY
 
 
 def redis_env(prefix: str, url: str = REDIS_URL, **extra: str) -> dict[str, str]:
-    return {"AIGOV_RATE_LIMIT_URL": url, "AIGOV_REDIS_PREFIX": prefix, **extra}
+    """A daemon's environment for the shared limiter. Fail closed with a generous timeout unless a test
+    says otherwise: on a loaded machine a round trip can outlast the 50 ms default, and failing open
+    would let a request through uncounted, which an exactness test would misread as over-admission."""
+    return {"AIGOV_RATE_LIMIT_URL": url, "AIGOV_REDIS_PREFIX": prefix,
+            "AIGOV_RATE_LIMIT_ON_ERROR": "closed", "AIGOV_RATE_LIMIT_TIMEOUT": "5", **extra}
 
 
 @pytest.fixture
