@@ -30,30 +30,11 @@ import pytest
 
 from tests.daemon_proc import create_key, free_port, running_daemon
 from tests.fake_openai import DEFAULT_REPLY, FakeOpenAI
+from tests.guard_policy import CARD, GITHUB, POLICY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 README = Path(__file__).resolve().parent.parent / "README.md"
-CARD = "4111 1111 1111 1111"
-GITHUB = "ghp_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
 MASTER_KEY = "sk-aigov-e2e-7c1d9b2e4f6a8c0e1d3f5a7b"
-POLICY = """
-[policies.default]
-
-[[policies.default.rules]]
-id = "pii.email"
-detector = "email"
-action = "redact"
-applies_to = ["input"]
-
-[[policies.default.rules]]
-id = "pii.credit_card"
-detector = "credit_card"
-applies_to = ["input"]
-
-[[policies.default.rules]]
-id = "secrets.github_token"
-detector = "github_token"
-"""
 
 
 def litellm_command() -> list[str] | None:
