@@ -1,0 +1,333 @@
+"""The authenticator on its own: a real SQLite key store, the in-process throttle, a clock the test sets.
+
+The request-level behaviour (status codes, headers, the key table followed while a daemon runs) is
+in test_app.py and the end-to-end tests; these pin the rules each answer comes from: warm and cold
+paths, expiry and rotation grace at their edges, what survives a reload of the key table, and what
+counts as a wrong secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon import tokens
+from daemon.auth import Authenticator, KeyEntry, Unauthorized, bearer_token, hash_secret
+from daemon.ratelimit.interface import MAX_FAILURES
+from daemon.ratelimit.memory import MemoryFailureThrottle
+from daemon.storage.sqlite_keys import SqliteKeyStore
+
+T0 = 1_900_000_000.0
+
+
+class Clock:
+    """Wall time as the test says (the authenticator's ``clock`` and the throttle's)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Keys:
+    """Keys made in the store the authenticator reads, each with its token."""
+
+    def __init__(self, store: SqliteKeyStore, auth: Authenticator) -> None:
+        self.store = store
+        self.auth = auth
+
+    async def create(self, *, expires_at: float | None = None, limit: int = 10) -> tuple[str, str]:
+        key_id = tokens.new_key_id()
+        token = tokens.make_token(key_id, tokens.new_secret())
+        await self.store.create("t", hash_secret(token, 10), limit, 60.0, expires_at, "default", key_id=key_id)
+        await self.seen()
+        return key_id, token
+
+    async def rotate(self, key_id: str, grace_until: float | None) -> str:
+        token = tokens.make_token(key_id, tokens.new_secret())
+        await self.store.rotate(key_id, hash_secret(token, 10), grace_until, T0)
+        await self.seen()
+        return token
+
+    async def seen(self) -> None:
+        """The authenticator has applied every change made so far."""
+        await self.auth.refresh()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def auth(tmp_path: Path, clock: Clock) -> AsyncIterator[Authenticator]:
+    store = SqliteKeyStore(tmp_path / "keys.db")
+    await store.open()
+    a = Authenticator(store, MemoryFailureThrottle(clock), clock=clock)
+    await a.start()
+    yield a
+    await a.close()
+    await store.close()
+
+
+@pytest.fixture
+def keys(auth: Authenticator) -> Keys:
+    assert isinstance(auth.store, SqliteKeyStore)
+    return Keys(auth.store, auth)
+
+
+@pytest.fixture
+def bcrypt_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The verdict of every bcrypt verification the authenticator runs."""
+    runs: list[str] = []
+    real = Authenticator._check
+
+    def counting(rec: Any, token: str, now: float) -> Any:
+        verdict = real(rec, token, now)
+        runs.append(verdict)
+        return verdict
+
+    monkeypatch.setattr(Authenticator, "_check", staticmethod(counting))
+    return runs
+
+
+async def refused(auth: Authenticator, token: str | None) -> str:
+    """The reason the authenticator refuses ``token`` (fails if it accepts it)."""
+    with pytest.raises(Unauthorized) as e:
+        await auth.authenticate(token)
+    return e.value.reason
+
+
+# --- the header ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("authorization", "api_key", "want"), [
+    (None, None, None),
+    ("Bearer tok", None, "tok"),
+    ("bearer   tok  ", None, "tok"),
+    ("BEARER tok", "other", "tok"),
+    ("Basic dXNlcjpwYXNz", "tok", ""),  # another scheme is malformed, whatever x-api-key says
+    ("Bearer ", None, ""),
+    ("Bearer", None, ""),
+    ("", " tok ", "tok"),
+    (None, "tok", "tok"),
+    (None, "", None),
+])
+def test_bearer_token(authorization: str | None, api_key: str | None, want: str | None) -> None:
+    assert bearer_token(authorization, api_key) == want
+
+
+# --- cold and warm ---------------------------------------------------------------------------
+
+
+async def test_the_second_use_of_a_token_is_warm(auth: Authenticator, keys: Keys, bcrypt_runs: list[str],
+                                                 clock: Clock) -> None:
+    key_id, token = await keys.create()
+    entry = await auth.authenticate(token)
+    assert isinstance(entry, KeyEntry) and entry.key_id == key_id and entry.limit == 10
+    assert bcrypt_runs == ["current"]
+    assert auth.warm(token) is entry
+    clock.now += 1
+    assert await auth.authenticate(token) is entry
+    assert bcrypt_runs == ["current"]  # no second bcrypt
+    assert auth.last_used == {key_id: T0 + 1}
+
+
+@pytest.mark.parametrize(("token", "reason"), [
+    (None, "missing"),
+    ("", "malformed"),
+    ("not-a-token", "malformed"),
+    ("aigov_" + "a" * 12 + "_" + "A" * 28, "malformed"),  # the shape, not the checksum
+])
+async def test_tokens_refused_before_any_lookup(auth: Authenticator, bcrypt_runs: list[str], token: str | None,
+                                                reason: str) -> None:
+    looks = auth.key_looks
+    assert await refused(auth, token) == reason
+    assert auth.key_looks == looks and bcrypt_runs == []
+
+
+async def test_an_unknown_key_id_looks_at_the_table_once_and_runs_no_bcrypt(
+    auth: Authenticator, bcrypt_runs: list[str]
+) -> None:
+    looks = auth.key_looks
+    assert await refused(auth, tokens.make_token(tokens.new_key_id(), tokens.new_secret())) == "unknown"
+    assert auth.key_looks == looks + 1 and bcrypt_runs == []
+
+
+async def test_a_key_expires_at_its_expiry_time(auth: Authenticator, keys: Keys, clock: Clock) -> None:
+    key_id, token = await keys.create(expires_at=T0 + 10)
+    await auth.authenticate(token)
+    assert auth.active_count() == 1
+    clock.now = T0 + 10 - 0.001
+    assert auth.warm(token) is not None
+    clock.now = T0 + 10
+    assert auth.warm(token) is None
+    assert await refused(auth, token) == "expired"
+    assert auth.active_count() == 0
+
+
+async def test_a_revoked_key_is_refused_warm_or_cold(auth: Authenticator, keys: Keys) -> None:
+    key_id, token = await keys.create()
+    await auth.authenticate(token)
+    revoked: list[str] = []
+
+    async def on_revoked(k: str) -> None:
+        revoked.append(k)
+
+    auth.on_revoked = on_revoked
+    await keys.store.revoke(key_id, T0)
+    await keys.seen()
+    assert revoked == [key_id]
+    assert auth.warm(token) is None
+    assert await refused(auth, token) == "revoked"
+    assert auth.active_count() == 0
+
+
+async def test_the_key_table_moves_to_the_newest_change(auth: Authenticator, keys: Keys) -> None:
+    await keys.create()
+    key_id, _ = await keys.create()
+    newest = (await keys.store.get(key_id))
+    assert newest is not None and auth.key_seq == newest.seq
+    await keys.store.update(key_id, rate_limit=99)
+    await keys.seen()
+    assert auth.keys[key_id].limit == 99 and auth.key_seq == newest.seq + 1
+
+
+# --- what a reload of the table keeps ----------------------------------------------------------
+
+
+async def test_a_change_that_keeps_the_secret_keeps_the_token_warm(
+    auth: Authenticator, keys: Keys, bcrypt_runs: list[str]
+) -> None:
+    key_id, token = await keys.create()
+    await auth.authenticate(token)
+    await keys.store.update(key_id, rate_limit=20)
+    await keys.seen()
+    entry = auth.warm(token)
+    assert entry is not None and entry.limit == 20
+    assert bcrypt_runs == ["current"]
+
+
+async def test_rotation_with_grace_keeps_the_old_token_until_the_grace_ends(
+    auth: Authenticator, keys: Keys, bcrypt_runs: list[str], clock: Clock
+) -> None:
+    key_id, old = await keys.create()
+    await auth.authenticate(old)
+    new = await keys.rotate(key_id, grace_until=T0 + 5)
+    # The old token stays warm through the rotation: no bcrypt for it.
+    assert auth.warm(old) is not None
+    assert bcrypt_runs == ["current"]
+    assert (await auth.authenticate(new)).key_id == key_id
+    assert bcrypt_runs == ["current", "current"]
+    clock.now = T0 + 5 - 0.001
+    assert auth.warm(old) is not None and auth.warm(new) is not None
+    clock.now = T0 + 5
+    assert auth.warm(old) is None
+    assert await refused(auth, old) == "wrong_secret"
+    assert auth.warm(new) is not None
+
+
+async def test_an_old_token_first_seen_in_its_grace_is_verified_against_the_previous_secret(
+    auth: Authenticator, keys: Keys, bcrypt_runs: list[str], clock: Clock
+) -> None:
+    key_id, old = await keys.create()
+    await keys.rotate(key_id, grace_until=T0 + 5)
+    assert (await auth.authenticate(old)).key_id == key_id
+    assert bcrypt_runs == ["previous"]
+    assert auth.warm(old) is not None  # warm from now on
+    clock.now = T0 + 5
+    assert auth.warm(old) is None
+
+
+async def test_the_previous_secret_is_not_tried_once_the_grace_is_over(
+    auth: Authenticator, keys: Keys, bcrypt_runs: list[str], clock: Clock
+) -> None:
+    key_id, old = await keys.create()
+    await keys.rotate(key_id, grace_until=T0 + 5)
+    clock.now = T0 + 5
+    assert await refused(auth, old) == "wrong_secret"
+    assert bcrypt_runs == ["wrong"]
+
+
+async def test_a_second_rotation_keeps_the_previous_token_warm_only_while_it_is_the_previous_one(
+    auth: Authenticator, keys: Keys, clock: Clock
+) -> None:
+    key_id, first = await keys.create()
+    await auth.authenticate(first)
+    second = await keys.rotate(key_id, grace_until=T0 + 5)
+    await auth.authenticate(second)
+    await keys.store.update(key_id, rate_limit=30)  # neither secret changes: both stay warm
+    await keys.seen()
+    assert auth.warm(first) is not None and auth.warm(second) is not None
+    await keys.rotate(key_id, grace_until=T0 + 5)  # now the second is the previous one
+    assert auth.warm(second) is not None
+    assert auth.warm(first) is None
+
+
+async def test_rotation_without_grace_ends_the_old_token_at_once(auth: Authenticator, keys: Keys) -> None:
+    key_id, old = await keys.create()
+    await auth.authenticate(old)
+    new = await keys.rotate(key_id, grace_until=None)
+    assert auth.warm(old) is None
+    assert await refused(auth, old) == "wrong_secret"
+    assert (await auth.authenticate(new)).key_id == key_id
+
+
+# --- wrong secrets ---------------------------------------------------------------------------
+
+
+async def test_a_wrong_secret_counts_once_and_is_remembered(
+    auth: Authenticator, keys: Keys, bcrypt_runs: list[str]
+) -> None:
+    key_id, _ = await keys.create()
+    guess = tokens.make_token(key_id, tokens.new_secret())
+    assert await refused(auth, guess) == "wrong_secret"
+    assert bcrypt_runs == ["wrong"]
+    assert await refused(auth, guess) == "wrong_secret"  # known wrong: no bcrypt, not counted again
+    assert bcrypt_runs == ["wrong"]
+    assert await auth.throttle.locked_for(key_id) == 0
+    assert auth.keys[key_id].bad_digests
+
+
+async def test_wrong_secrets_lock_the_key_id_out(auth: Authenticator, keys: Keys, bcrypt_runs: list[str],
+                                                 clock: Clock) -> None:
+    key_id, token = await keys.create()
+    for _ in range(MAX_FAILURES):
+        assert await refused(auth, tokens.make_token(key_id, tokens.new_secret())) == "wrong_secret"
+    assert await auth.throttle.locked_for(key_id) > 0
+    # Locked out: even the right token is refused cold, without bcrypt.
+    runs = len(bcrypt_runs)
+    assert await refused(auth, token) == "throttled"
+    assert len(bcrypt_runs) == runs
+    clock.now += 60
+    assert (await auth.authenticate(token)).key_id == key_id
+
+
+async def test_a_token_warm_before_a_lockout_stays_warm(auth: Authenticator, keys: Keys) -> None:
+    key_id, token = await keys.create()
+    await auth.authenticate(token)
+    for _ in range(MAX_FAILURES):
+        await refused(auth, tokens.make_token(key_id, tokens.new_secret()))
+    assert await auth.throttle.locked_for(key_id) > 0
+    assert (await auth.authenticate(token)).key_id == key_id
+
+
+# --- last use --------------------------------------------------------------------------------
+
+
+async def test_last_use_is_written_in_one_batch(auth: Authenticator, keys: Keys, clock: Clock) -> None:
+    a, token_a = await keys.create()
+    b, token_b = await keys.create()
+    await auth.authenticate(token_a)
+    clock.now = T0 + 7
+    await auth.authenticate(token_b)
+    await auth.authenticate(token_a)
+    await auth.flush_last_used()
+    assert auth.last_used == {}
+    rec_a, rec_b = await keys.store.get(a), await keys.store.get(b)
+    assert rec_a is not None and rec_a.last_used_at == T0 + 7
+    assert rec_b is not None and rec_b.last_used_at == T0 + 7
