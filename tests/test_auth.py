@@ -8,12 +8,15 @@ counts as a wrong secret.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from daemon import auth as auth_module
 from daemon import tokens
 from daemon.auth import Authenticator, KeyEntry, Unauthorized, bearer_token, hash_secret
 from daemon.ratelimit.interface import MAX_FAILURES
@@ -331,3 +334,59 @@ async def test_last_use_is_written_in_one_batch(auth: Authenticator, keys: Keys,
     rec_a, rec_b = await keys.store.get(a), await keys.store.get(b)
     assert rec_a is not None and rec_a.last_used_at == T0 + 7
     assert rec_b is not None and rec_b.last_used_at == T0 + 7
+
+
+# --- following the store while the daemon runs -------------------------------------------------
+
+
+async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
+    """Wait (polling) until ``condition()`` is true."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def test_run_follows_the_store_and_writes_last_use_in_batches(
+    auth: Authenticator, keys: Keys, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    auth.refresh_interval = 0.01
+    task = asyncio.create_task(auth.run())
+    try:
+        key_id = tokens.new_key_id()
+        token = tokens.make_token(key_id, tokens.new_secret())
+        await keys.store.create("t", hash_secret(token, 10), 5, 60.0, None, "default", key_id=key_id)
+        await until(lambda: key_id in auth.keys, "the new key in the table")
+        looks = auth.key_looks
+        await until(lambda: auth.key_looks >= looks + 3, "three more looks")
+        await auth.authenticate(token)
+        # Not yet: last-use times wait for LAST_USED_FLUSH_SECONDS (10 s).
+        assert auth.last_used and (await keys.store.get(key_id)).last_used_at is None  # type: ignore[union-attr]
+        monkeypatch.setattr(auth_module, "LAST_USED_FLUSH_SECONDS", 0.0)
+        await until(lambda: not auth.last_used, "the last-use batch")
+        rec = await keys.store.get(key_id)
+        assert rec is not None and rec.last_used_at == T0
+    finally:
+        task.cancel()
+    assert "could not refresh keys" not in caplog.text
+
+
+async def test_run_keeps_the_table_through_an_outage_and_says_so_once(
+    auth: Authenticator, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aigov.auth")
+    key_id, token = await keys.create()
+    auth.refresh_interval = 0.01
+    await keys.store.close()  # every look fails until it is open again
+    task = asyncio.create_task(auth.run())
+    try:
+        looks = auth.key_looks
+        await until(lambda: auth.key_looks >= looks + 5, "five failed looks")
+        warnings = [r for r in caplog.records if "could not refresh keys" in r.getMessage()]
+        assert len(warnings) == 1 and "the key store is not open" in warnings[0].getMessage()
+        assert key_id in auth.keys  # the table in memory stands
+        await keys.store.open()
+        await until(lambda: "keys are refreshed again" in caplog.text, "the recovery line")
+        assert (await auth.authenticate(token)).key_id == key_id
+    finally:
+        task.cancel()
