@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -264,6 +265,32 @@ def test_prune_with_checkpoint_still_verifies(backend: Backend) -> None:
         assert reader.prune(before=1e12) == 20  # every decision; the two checkpoints stay
     rep = only(db)
     assert rep.ok and rep.records == 2, rep
+
+
+def test_a_prune_says_what_it_pruned_in_its_checkpoint(backend: Backend) -> None:
+    db = _store_with(backend, 30)
+    with db.reader() as reader:
+        assert reader.prune(before=1000.0) == 0  # nothing older: no checkpoint either
+    assert [k for (k,) in db.sql("SELECT kind FROM decisions")].count("checkpoint") == 0
+    last_pruned = db.sql("SELECT hash FROM decisions WHERE seq = 10")[0][0]
+    with db.reader() as reader:
+        assert reader.prune(before=1000.0 + 10) == 10
+    (request_id, reasons, seq), = db.sql("SELECT request_id, reasons, seq FROM decisions WHERE kind = 'checkpoint'")
+    assert request_id == "checkpoint-test/w0-11" and seq == 31
+    assert json.loads(reasons) == {"first_kept_seq": 11, "pruned_last_hash": last_pruned, "pruned_records": 10}
+    assert min(s for (s,) in db.sql("SELECT seq FROM decisions WHERE kind = 'decision'")) == 11
+
+
+def test_a_prune_deletes_in_batches_and_counts_them_all(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.storage import postgres_decisions, sqlite_decisions
+
+    for module in (sqlite_decisions, postgres_decisions):
+        monkeypatch.setattr(module, "PRUNE_BATCH", 4)
+    db = _store_with(backend, 30)
+    with db.reader() as reader:
+        assert reader.prune(before=1000.0 + 22) == 22  # five full batches and one of two
+    assert only(db).ok
+    assert len(db.sql("SELECT 1 FROM decisions WHERE kind = 'decision'")) == 8
 
 
 def test_an_interrupted_prune_still_verifies(backend: Backend) -> None:
