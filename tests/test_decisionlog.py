@@ -695,3 +695,12 @@ def test_an_untampered_chain_extended_after_verification_still_verifies(chain: s
     store.close_sync()
     rep = _verify(chain)
     assert rep.ok and rep.records == 21, rep
+
+
+def test_a_reader_of_a_store_not_made_yet_finds_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "none.db"
+    with SqliteDecisionReader(path) as reader:
+        assert reader.verify_chains() == []
+        assert reader.prune(before=1e12) == 0
+        assert reader.schema_version() == 0
+    assert not path.exists()  # reading made no file
