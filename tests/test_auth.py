@@ -22,6 +22,7 @@ from daemon.auth import Authenticator, KeyEntry, Unauthorized, bearer_token, has
 from daemon.ratelimit.interface import MAX_FAILURES
 from daemon.ratelimit.memory import MemoryFailureThrottle
 from daemon.storage.sqlite_keys import SqliteKeyStore
+from tests.daemon_proc import free_port
 
 T0 = 1_900_000_000.0
 
@@ -102,6 +103,7 @@ async def refused(auth: Authenticator, token: str | None) -> str:
     """The reason the authenticator refuses ``token`` (fails if it accepts it)."""
     with pytest.raises(Unauthorized) as e:
         await auth.authenticate(token)
+    assert str(e.value) == e.value.reason  # what a log line shows: the reason, never the token
     return e.value.reason
 
 
@@ -390,3 +392,38 @@ async def test_run_keeps_the_table_through_an_outage_and_says_so_once(
         assert (await auth.authenticate(token)).key_id == key_id
     finally:
         task.cancel()
+
+
+async def test_close_writes_the_last_use_gathered_since_the_last_flush(auth: Authenticator, keys: Keys) -> None:
+    key_id, token = await keys.create()
+    await auth.authenticate(token)
+    await auth.close()
+    rec = await keys.store.get(key_id)
+    assert rec is not None and rec.last_used_at == T0
+    assert auth.executor._shutdown  # no bcrypt after close
+
+
+async def test_without_a_reachable_throttle_tokens_are_judged_unthrottled(
+    tmp_path: Path, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("redis")
+    from daemon.ratelimit.redis import redis_backend
+
+    # A real Redis client pointed at a port where nothing listens: every call to the throttle fails.
+    _, throttle = redis_backend(f"redis://127.0.0.1:{free_port()}/0", prefix="p", timeout=0.5)
+    store = SqliteKeyStore(tmp_path / "keys.db")
+    await store.open()
+    auth = Authenticator(store, throttle, clock=clock)
+    try:
+        await auth.start()
+        keys = Keys(store, auth)
+        key_id, token = await keys.create()
+        for _ in range(MAX_FAILURES + 2):
+            assert await refused(auth, tokens.make_token(key_id, tokens.new_secret())) == "wrong_secret"
+        assert (await auth.authenticate(token)).key_id == key_id
+        warnings = [r.getMessage() for r in caplog.records if "wrong-secret throttle" in r.getMessage()]
+        assert len(warnings) == 1 and "cannot be reached" in warnings[0] and "not throttling" in warnings[0]
+    finally:
+        await auth.close()
+        await store.close()
+        await throttle.close()

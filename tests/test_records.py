@@ -8,15 +8,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import stat
+from pathlib import Path
 
 import pytest
 
+from daemon.errors import ConfigError
 from daemon.policy.model import Reason
 from daemon.storage.records import (
     GENESIS,
+    SECRET_BYTES,
+    VALUE_FIELDS,
     Checkpoint,
+    Entry,
     Fingerprinter,
+    RecordBuilder,
     checkpoint_values,
+    load_or_create_secret,
     metadata_json,
     parse_checkpoint,
     reasons_json,
@@ -80,3 +88,54 @@ def test_the_fingerprint_is_hmac_sha256(secret: bytes, text: str) -> None:
 def test_genesis_is_64_zeros() -> None:
     # Every deployed chain's first record links to it: it can never change.
     assert GENESIS == "0" * 64
+
+
+# --- the fingerprint secret's file -------------------------------------------------------------
+
+
+def test_the_secret_file_is_made_once_private_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "deeper" / "fingerprint.secret"
+    secret = load_or_create_secret(path)
+    assert len(secret) == SECRET_BYTES
+    assert path.read_text(encoding="ascii") == secret.hex() + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert load_or_create_secret(path) == secret
+    assert load_or_create_secret(path) != load_or_create_secret(tmp_path / "other.secret")
+
+
+@pytest.mark.parametrize("content", ["00" * 15, "not hex at all", ""])
+def test_a_bad_secret_file_is_one_clear_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "fingerprint.secret"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as e:
+        load_or_create_secret(path)
+    assert str(e.value) == f"the fingerprint secret {path} is not 16 or more bytes of hex; remove it to make a new one"
+
+
+def test_sixteen_bytes_of_hex_with_spaces_around_are_enough(tmp_path: Path) -> None:
+    path = tmp_path / "fingerprint.secret"
+    path.write_text("  " + "0f" * 16 + "\n\n")
+    assert load_or_create_secret(path) == bytes([15] * 16)
+
+
+def test_an_unreadable_secret_file_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "fingerprint.secret"
+    path.mkdir()  # a directory where the file should be
+    with pytest.raises(ConfigError) as e:
+        load_or_create_secret(path)
+    assert str(e.value) == f"cannot read the fingerprint secret {path}: Is a directory"
+    binary = tmp_path / "binary.secret"
+    binary.write_bytes(b"\xff" * 40)
+    with pytest.raises(ConfigError) as e:
+        load_or_create_secret(binary)
+    assert str(e.value).startswith(f"cannot read the fingerprint secret {binary}: ")
+
+
+@pytest.mark.parametrize("rules", [(), ("pii.email",), ("pii.email", "secrets.github_token", "custom-1_x")])
+def test_rules_are_stored_as_a_json_list(rules: tuple[str, ...]) -> None:
+    values = RecordBuilder(Fingerprinter(b"k" * 32)).values(
+        Entry(1.0, "r", "k", "m", "chat", "input", "allow", rules, (), "hi", 0.5, "default", "v", "ok", None))
+    stored = dict(zip(VALUE_FIELDS, values, strict=True))
+    assert stored["rules"] == json.dumps(list(rules), separators=(",", ":"))
+    assert stored["reasons"] == "[]" and stored["metadata"] is None and stored["kind"] == "decision"
