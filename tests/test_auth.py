@@ -410,7 +410,8 @@ async def test_without_a_reachable_throttle_tokens_are_judged_unthrottled(
     from daemon.ratelimit.redis import redis_backend
 
     # A real Redis client pointed at a port where nothing listens: every call to the throttle fails.
-    _, throttle = redis_backend(f"redis://127.0.0.1:{free_port()}/0", prefix="p", timeout=0.5)
+    port = free_port()
+    _, throttle = redis_backend(f"redis://127.0.0.1:{port}/0", prefix="p", timeout=0.5)
     store = SqliteKeyStore(tmp_path / "keys.db")
     await store.open()
     auth = Authenticator(store, throttle, clock=clock)
@@ -422,7 +423,10 @@ async def test_without_a_reachable_throttle_tokens_are_judged_unthrottled(
             assert await refused(auth, tokens.make_token(key_id, tokens.new_secret())) == "wrong_secret"
         assert (await auth.authenticate(token)).key_id == key_id
         warnings = [r.getMessage() for r in caplog.records if "wrong-secret throttle" in r.getMessage()]
-        assert len(warnings) == 1 and "cannot be reached" in warnings[0] and "not throttling" in warnings[0]
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith(f"the wrong-secret throttle cannot be reached (redis at "
+                                      f"redis://127.0.0.1:{port}/0")
+        assert warnings[0].endswith("); not throttling until it can")
     finally:
         await auth.close()
         await store.close()
