@@ -139,3 +139,27 @@ def test_rules_are_stored_as_a_json_list(rules: tuple[str, ...]) -> None:
     stored = dict(zip(VALUE_FIELDS, values, strict=True))
     assert stored["rules"] == json.dumps(list(rules), separators=(",", ":"))
     assert stored["reasons"] == "[]" and stored["metadata"] is None and stored["kind"] == "decision"
+
+
+@pytest.mark.parametrize(("mode", "stored"), [
+    ("redacted", "mail [REDACTED:email] or call [REDACTED:custom.phone] now"),
+    ("full", "mail bob@example.com or call 555-0100 now"),
+    ("none", None),
+])
+def test_record_values_of_an_entry(mode: str, stored: str | None) -> None:
+    text = "mail bob@example.com or call 555-0100 now"
+    reasons = (Reason("pii.email", "email", "redact", "email address", 5, 20),
+               Reason("custom.phone", "pattern", "monitor", "a phone number", 29, 37),
+               Reason("policy.note", "model", "monitor", "no span"))
+    fingerprint = Fingerprinter(b"k" * 32)
+    e = Entry(12.5, "req-1", "key1", "gpt-4o", "chat", "output", "allow", ("pii.email", "custom.phone"), reasons,
+              text, 1.23456, "default", "v7", "unavailable", {"z": 1, "a": "é"})
+    values = dict(zip(VALUE_FIELDS, RecordBuilder(fingerprint, log_inputs=mode).values(e), strict=True))
+    assert values == {
+        "time": 12.5, "request_id": "req-1", "key_id": "key1", "model": "gpt-4o", "operation": "chat",
+        "direction": "output", "decision": "allow", "rules": '["pii.email","custom.phone"]',
+        "reasons": reasons_json(reasons), "input_length": len(text), "input_fingerprint": fingerprint(text),
+        "input": stored, "latency_ms": 1.235, "policy_name": "default", "policy_version": "v7",
+        "rate_limit": "unavailable", "metadata": '{"a":"é","z":1}', "kind": "decision",
+    }
+    assert json.loads(values["reasons"])[2]["start"] is None
