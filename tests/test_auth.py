@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,6 @@ from daemon.auth import Authenticator, KeyEntry, Unauthorized, bearer_token, has
 from daemon.ratelimit.interface import MAX_FAILURES
 from daemon.ratelimit.memory import MemoryFailureThrottle
 from daemon.storage.sqlite_keys import SqliteKeyStore
-from tests.daemon_proc import free_port
 
 T0 = 1_900_000_000.0
 
@@ -352,6 +353,7 @@ async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
 async def test_run_follows_the_store_and_writes_last_use_in_batches(
     auth: Authenticator, keys: Keys, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="aigov.auth")
     auth.refresh_interval = 0.01
     task = asyncio.create_task(auth.run())
     try:
@@ -374,7 +376,7 @@ async def test_run_follows_the_store_and_writes_last_use_in_batches(
         await until(lambda: auth.key_looks >= looks + 3, "three more looks")
     finally:
         task.cancel()
-    assert "could not refresh keys" not in caplog.text  # every look and flush went through
+    assert lines(caplog) == []  # every look and flush went through, and nothing recovered
 
 
 async def test_run_keeps_the_table_through_an_outage_and_says_so_once(
@@ -388,14 +390,26 @@ async def test_run_keeps_the_table_through_an_outage_and_says_so_once(
     try:
         looks = auth.key_looks
         await until(lambda: auth.key_looks >= looks + 5, "five failed looks")
-        warnings = [r for r in caplog.records if "could not refresh keys" in r.getMessage()]
-        assert len(warnings) == 1 and "the key store is not open" in warnings[0].getMessage()
+        outage = "could not refresh keys (keeping the table in memory until it can): the key store is not open"
+        assert lines(caplog) == [outage]
         assert key_id in auth.keys  # the table in memory stands
         await keys.store.open()
-        await until(lambda: "keys are refreshed again" in caplog.text, "the recovery line")
+        await until(lambda: "keys are refreshed again" in lines(caplog), "the recovery line")
+        looks = auth.key_looks
+        await until(lambda: auth.key_looks >= looks + 3, "three more looks")
+        assert lines(caplog) == [outage, "keys are refreshed again"]  # said once, not at every look
         assert (await auth.authenticate(token)).key_id == key_id
+        await keys.store.close()  # a second outage is said again
+        await until(lambda: len(lines(caplog)) == 3, "the second outage's line")
+        assert lines(caplog) == [outage, "keys are refreshed again", outage]
+        await keys.store.open()
     finally:
         task.cancel()
+
+
+def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What the authenticator logged."""
+    return [r.getMessage() for r in caplog.records if r.name == "aigov.auth"]
 
 
 async def test_close_writes_the_last_use_gathered_since_the_last_flush(auth: Authenticator, keys: Keys) -> None:
@@ -412,26 +426,105 @@ async def test_without_a_reachable_throttle_tokens_are_judged_unthrottled(
 ) -> None:
     pytest.importorskip("redis")
     from daemon.ratelimit.redis import redis_backend
+    from tests.redis_helpers import REDIS_SERVER, PrivateRedis
 
-    # A real Redis client pointed at a port where nothing listens: every call to the throttle fails.
-    port = free_port()
-    _, throttle = redis_backend(f"redis://127.0.0.1:{port}/0", prefix="p", timeout=0.5)
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip(f"{REDIS_SERVER} is not installed: no private Redis to break")
+    redis = PrivateRedis()
+    limiter, throttle = redis_backend(redis.url, prefix="p", timeout=0.5)  # one connection, one circuit
     store = SqliteKeyStore(tmp_path / "keys.db")
     await store.open()
     auth = Authenticator(store, throttle, clock=clock)
+    said = f"the wrong-secret throttle cannot be reached (redis at {redis.url}: ConnectionError: "
     try:
         await auth.start()
         keys = Keys(store, auth)
         key_id, token = await keys.create()
-        for _ in range(MAX_FAILURES + 2):
+        for _ in range(2):  # two outages, each said once
+            redis.signal(signal.SIGKILL)
+            for _ in range(MAX_FAILURES + 2):
+                assert await refused(auth, tokens.make_token(key_id, tokens.new_secret())) == "wrong_secret"
+            assert (await auth.authenticate(token)).key_id == key_id
+            redis.start()
+            await until(lambda: limiter.problem() is None, "the throttle back")
             assert await refused(auth, tokens.make_token(key_id, tokens.new_secret())) == "wrong_secret"
-        assert (await auth.authenticate(token)).key_id == key_id
-        warnings = [r.getMessage() for r in caplog.records if "wrong-secret throttle" in r.getMessage()]
-        assert len(warnings) == 1, warnings
-        assert warnings[0].startswith(f"the wrong-secret throttle cannot be reached (redis at "
-                                      f"redis://127.0.0.1:{port}/0")
-        assert warnings[0].endswith("); not throttling until it can")
+        warnings = [line for line in lines(caplog) if "throttle" in line]
+        assert len(warnings) == 2, warnings
+        assert all(w.startswith(said) and w.endswith("); not throttling until it can") for w in warnings), warnings
     finally:
         await auth.close()
         await store.close()
         await throttle.close()
+        redis.stop()
+
+
+async def test_simultaneous_first_uses_of_a_token_share_one_bcrypt(
+    auth: Authenticator, keys: Keys, bcrypt_runs: list[str]
+) -> None:
+    key_id, token = await keys.create()
+    guess = tokens.make_token(key_id, tokens.new_secret())
+    entries = await asyncio.gather(*(auth.authenticate(token) for _ in range(8)))
+    assert {e.key_id for e in entries} == {key_id} and bcrypt_runs == ["current"]
+    reasons = await asyncio.gather(*(refused(auth, guess) for _ in range(8)))
+    assert reasons == ["wrong_secret"] * 8 and bcrypt_runs == ["current", "wrong"]
+    assert auth._inflight == {}
+
+
+class Gate:
+    """Holds every bcrypt verification until the test lets it go (set as ``Authenticator._check``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.runs = 0
+        real = Authenticator._check
+
+        def gated(rec: Any, token: str, now: float) -> Any:
+            self.runs += 1
+            self.entered.set()
+            assert self.release.wait(10)
+            return real(rec, token, now)
+
+        monkeypatch.setattr(Authenticator, "_check", staticmethod(gated))
+
+    async def held(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 10)
+
+
+async def test_a_key_changed_while_its_token_is_verified_is_judged_again(
+    auth: Authenticator, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id, token = await keys.create(limit=10)
+    gate = Gate(monkeypatch)
+    first = asyncio.create_task(auth.authenticate(token))
+    await gate.held()
+    await keys.store.update(key_id, rate_limit=99)
+    await keys.seen()
+    gate.release.set()
+    entry = await first
+    assert entry.limit == 99 and gate.runs == 2  # the answer about the old record was not used
+
+
+async def test_a_key_deleted_while_its_token_is_verified_is_unknown(
+    auth: Authenticator, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id, token = await keys.create()
+    gate = Gate(monkeypatch)
+    first = asyncio.create_task(refused(auth, token))
+    await gate.held()
+    await keys.store.delete(key_id)
+    await keys.seen()
+    gate.release.set()
+    assert await first == "revoked"  # a deleted key is a revoked tombstone to every daemon
+    del auth.keys[key_id]  # and one this daemon never heard of is unknown
+    assert await refused(auth, token) == "unknown"
+
+
+async def test_a_stored_hash_bcrypt_cannot_read_fails_every_waiter_alike(auth: Authenticator, keys: Keys) -> None:
+    key_id = tokens.new_key_id()
+    token = tokens.make_token(key_id, tokens.new_secret())
+    await keys.store.create("t", b"not a bcrypt hash", 5, 60.0, None, "default", key_id=key_id)
+    await keys.seen()
+    results = await asyncio.gather(*(auth.authenticate(token) for _ in range(3)), return_exceptions=True)
+    assert [type(r) for r in results] == [ValueError] * 3, results
+    assert auth._inflight == {}
