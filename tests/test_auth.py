@@ -20,7 +20,8 @@ import pytest
 
 from daemon import auth as auth_module
 from daemon import tokens
-from daemon.auth import Authenticator, KeyEntry, Unauthorized, bearer_token, hash_secret
+from daemon.auth import KEY_LOOK_MIN_GAP, Authenticator, KeyEntry, Unauthorized, bearer_token, hash_secret
+from daemon.errors import StorageError
 from daemon.ratelimit.interface import MAX_FAILURES
 from daemon.ratelimit.memory import MemoryFailureThrottle
 from daemon.storage.sqlite_keys import SqliteKeyStore
@@ -528,3 +529,66 @@ async def test_a_stored_hash_bcrypt_cannot_read_fails_every_waiter_alike(auth: A
     results = await asyncio.gather(*(auth.authenticate(token) for _ in range(3)), return_exceptions=True)
     assert [type(r) for r in results] == [ValueError] * 3, results
     assert auth._inflight == {}
+
+
+# --- looks at the key table --------------------------------------------------------------------
+
+
+async def test_a_look_that_began_before_the_question_does_not_answer_it(
+    auth: Authenticator, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A look in flight when a key is created cannot have seen it: whoever asks after the creation
+    # waits for that look and then for a new one.
+    entered, release = asyncio.Event(), asyncio.Event()
+    real = keys.store.changed_since
+
+    async def held(seq: int) -> Any:
+        rows = await real(seq)  # read before the key exists, answered after
+        entered.set()
+        await release.wait()
+        return rows
+
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.06)  # past the minimum gap since the fixture's first look
+    monkeypatch.setattr(keys.store, "changed_since", held)
+    first = asyncio.create_task(auth.keys_current_as_of(loop.time()))
+    await entered.wait()
+    monkeypatch.setattr(keys.store, "changed_since", real)
+    key_id = tokens.new_key_id()
+    token = tokens.make_token(key_id, tokens.new_secret())
+    await keys.store.create("t", hash_secret(token, 10), 5, 60.0, None, "default", key_id=key_id)
+    looks = auth.key_looks
+    asked = loop.time()
+    second = asyncio.create_task(auth.keys_current_as_of(asked))
+    await asyncio.sleep(0.01)
+    release.set()
+    await first
+    assert key_id not in auth.keys
+    await second
+    assert key_id in auth.keys and auth.key_looks == looks + 1
+    # Asked again about the same moment, the look just done answers: no new look.
+    await auth.keys_current_as_of(asked)
+    assert auth.key_looks == looks + 1
+
+
+async def test_looks_are_at_most_one_per_gap_however_often_asked(auth: Authenticator) -> None:
+    loop = asyncio.get_running_loop()
+    looks, t0 = auth.key_looks, loop.time()
+    while loop.time() - t0 < 0.3:
+        await auth.keys_current_as_of(loop.time())
+    elapsed = loop.time() - t0
+    made = auth.key_looks - looks
+    assert 2 <= made <= elapsed / KEY_LOOK_MIN_GAP + 2, (made, elapsed)
+
+
+async def test_a_failed_look_raises_to_its_waiters_and_the_next_one_recovers(
+    auth: Authenticator, keys: Keys
+) -> None:
+    await keys.store.close()
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.06)
+    results = await asyncio.gather(*(auth.keys_current_as_of(loop.time()) for _ in range(3)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results), results
+    await keys.store.open()
+    await auth.keys_current_as_of(loop.time())  # a new look, not the failed one
