@@ -10,6 +10,7 @@ import hmac
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,13 +18,16 @@ from daemon.errors import ConfigError
 from daemon.policy.model import Reason
 from daemon.storage.records import (
     GENESIS,
+    ROW_FIELDS,
     SECRET_BYTES,
     VALUE_FIELDS,
+    ChainVerifier,
     Checkpoint,
     Entry,
     Fingerprinter,
     RecordBuilder,
     checkpoint_values,
+    link,
     load_or_create_secret,
     metadata_json,
     parse_checkpoint,
@@ -163,3 +167,53 @@ def test_record_values_of_an_entry(mode: str, stored: str | None) -> None:
         "rate_limit": "unavailable", "metadata": '{"a":"é","z":1}', "kind": "decision",
     }
     assert json.loads(values["reasons"])[2]["start"] is None
+
+
+# --- the verifier's verdicts, word for word (what `aigov audit` shows) ------------------------------
+
+
+def _chain(n: int) -> list[dict[str, Any]]:
+    """``n`` linked records of chain ``c`` as a reader returns them (ids 100, 101, ...)."""
+    builder = RecordBuilder(Fingerprinter(b"k" * 32))
+    values = [builder.values(Entry(float(i), f"r{i}", "k", "m", "chat", "input", "allow", (), (), f"text {i}",
+                                   0.5, "default", "v", "ok", None)) for i in range(n)]
+    return [dict(zip(ROW_FIELDS, [100 + i, *row], strict=True))
+            for i, row in enumerate(link(values, "c", 0, GENESIS))]
+
+
+def _verdict(rows: list[dict[str, Any]], head: tuple[int, str] | None) -> tuple[bool, int | None, str | None]:
+    v = ChainVerifier("c", head)
+    for row in rows:
+        v.add(row)
+    report = v.report()
+    return report.ok, report.first_bad_id, report.problem
+
+
+def test_a_whole_chain_verifies() -> None:
+    rows = _chain(6)
+    assert _verdict(rows, (6, rows[-1]["hash"])) == (True, None, None)
+
+
+@pytest.mark.parametrize(("tamper", "bad_id", "problem"), [
+    (lambda r: r[:2] + r[5:], 105, "records 3..5 of the chain are missing (deleted)"),
+    (lambda r: r[:4] + r[3:4] + r[4:], 103, "a record was inserted or reordered"),  # seq 4 again
+    (lambda r: r[:3] + [dict(r[3], prev_hash="f" * 64)] + r[4:], 103,
+     "link to the previous record is broken (a record was replaced or inserted)"),
+    (lambda r: r[:4] + [dict(r[4], model="other")] + r[5:], 104,
+     "record content does not match its hash (it was edited)"),
+    (lambda r: [dict(r[0], prev_hash="f" * 64)] + r[1:], 100, "bad genesis link"),
+    (lambda r: r[2:], 102, "records before it were deleted without a checkpoint"),
+])
+def test_each_kind_of_tampering_is_named(tamper: Any, bad_id: int, problem: str) -> None:
+    rows = _chain(8)
+    assert _verdict(tamper(rows), (8, rows[-1]["hash"])) == (False, bad_id, problem)
+
+
+def test_a_deleted_tail_and_a_replaced_head_are_named() -> None:
+    rows = _chain(8)
+    assert _verdict(rows[:5], (8, rows[-1]["hash"])) == (
+        False, None, "its newest 3 record(s) were deleted (the chain's head is seq 8)")
+    assert _verdict(rows, (8, "e" * 64)) == (False, None, "its last record is not the head the chains table names")
+    assert _verdict(rows, None) == (
+        False, 100, "the chain is not registered (its records were inserted from outside)")
+    assert _verdict([], None) == (True, None, None)
