@@ -1,4 +1,4 @@
-"""What the OpenAI guard's tests and the LiteLLM end-to-end test send, and the policy they run under:
+"""What the client, OpenAI guard and LiteLLM tests send, and the policy they run under:
 emails redacted in requests, cards blocked in requests only, GitHub tokens blocked both ways."""
 
 CARD = "4111 1111 1111 1111"

@@ -32,27 +32,9 @@ from aigov_cli.client import (
     Unavailable,
 )
 from tests.daemon_proc import DaemonProc, create_key, free_port, running_daemon
+from tests.guard_policy import CARD, GITHUB, POLICY
 
 pytestmark = pytest.mark.e2e
-CARD = "4111 1111 1111 1111"
-GITHUB = "ghp_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
-POLICY = """
-[policies.default]
-
-[[policies.default.rules]]
-id = "pii.email"
-detector = "email"
-action = "redact"
-
-[[policies.default.rules]]
-id = "pii.credit_card"
-detector = "credit_card"
-applies_to = ["input"]
-
-[[policies.default.rules]]
-id = "secrets.github_token"
-detector = "github_token"
-"""
 ALLOW = {"request_id": "01TEST", "allowed": True, "decision": "allow", "reasons": [],
          "policy": {"name": "default", "version": "abc"}, "redacted_text": None}
 
