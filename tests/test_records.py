@@ -16,6 +16,7 @@ import pytest
 
 from daemon.errors import ConfigError
 from daemon.policy.model import Reason
+from daemon.storage.interface import ChainReport
 from daemon.storage.records import (
     GENESIS,
     ROW_FIELDS,
@@ -182,16 +183,42 @@ def _chain(n: int) -> list[dict[str, Any]]:
 
 
 def _verdict(rows: list[dict[str, Any]], head: tuple[int, str] | None) -> tuple[bool, int | None, str | None]:
+    report = _report(rows, head)
+    assert report.chain == "c" and report.records == len(rows)
+    return report.ok, report.first_bad_id, report.problem
+
+
+def _report(rows: list[dict[str, Any]], head: tuple[int, str] | None) -> ChainReport:
     v = ChainVerifier("c", head)
     for row in rows:
         v.add(row)
-    report = v.report()
-    return report.ok, report.first_bad_id, report.problem
+    return v.report()
 
 
 def test_a_whole_chain_verifies() -> None:
     rows = _chain(6)
     assert _verdict(rows, (6, rows[-1]["hash"])) == (True, None, None)
+    assert _report([], None) == ChainReport("c", True, 0)
+
+
+def _pruned(last_pruned_hash: str | None) -> list[dict[str, Any]]:
+    """A chain of 8 records and a checkpoint saying 1..3 were pruned, with 1..3 deleted."""
+    builder = RecordBuilder(Fingerprinter(b"k" * 32))
+    values = [builder.values(Entry(float(i), f"r{i}", "k", "m", "chat", "input", "allow", (), (), "t", 0.5,
+                                   "default", "v", "ok", None)) for i in range(8)]
+    rows = [dict(zip(ROW_FIELDS, [100 + i, *row], strict=True))
+            for i, row in enumerate(link(values, "c", 0, GENESIS))]
+    cp = checkpoint_values(9.0, "c", 4, last_pruned_hash or rows[2]["hash"], 3)
+    rows.append(dict(zip(ROW_FIELDS, [108, *next(link([cp], "c", 8, rows[-1]["hash"]))], strict=True)))
+    return rows[3:]
+
+
+def test_a_pruned_chain_links_to_its_checkpoint() -> None:
+    rows = _pruned(None)
+    assert _verdict(rows, (9, rows[-1]["hash"])) == (True, None, None)
+    rows = _pruned("f" * 64)
+    assert _verdict(rows, (9, rows[-1]["hash"])) == (
+        False, 103, "it does not link to the checkpoint of the records pruned before it")
 
 
 @pytest.mark.parametrize(("tamper", "bad_id", "problem"), [
