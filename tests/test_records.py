@@ -173,13 +173,17 @@ def test_record_values_of_an_entry(mode: str, stored: str | None) -> None:
 # --- the verifier's verdicts, word for word (what `aigov audit` shows) ------------------------------
 
 
+def _linked(values: list[tuple[Any, ...]], head_seq: int = 0, head_hash: str = GENESIS) -> list[dict[str, Any]]:
+    """``values`` linked into chain ``c`` after its head, as a reader returns them (ids 100 + seq - 1)."""
+    return [dict(zip(ROW_FIELDS, [99 + row[2], *row], strict=True))
+            for row in link(values, "c", head_seq, head_hash)]
+
+
 def _chain(n: int) -> list[dict[str, Any]]:
-    """``n`` linked records of chain ``c`` as a reader returns them (ids 100, 101, ...)."""
+    """``n`` linked records of chain ``c`` (ids 100, 101, ...)."""
     builder = RecordBuilder(Fingerprinter(b"k" * 32))
-    values = [builder.values(Entry(float(i), f"r{i}", "k", "m", "chat", "input", "allow", (), (), f"text {i}",
-                                   0.5, "default", "v", "ok", None)) for i in range(n)]
-    return [dict(zip(ROW_FIELDS, [100 + i, *row], strict=True))
-            for i, row in enumerate(link(values, "c", 0, GENESIS))]
+    return _linked([builder.values(Entry(float(i), f"r{i}", "k", "m", "chat", "input", "allow", (), (),
+                                         f"text {i}", 0.5, "default", "v", "ok", None)) for i in range(n)])
 
 
 def _verdict(rows: list[dict[str, Any]], head: tuple[int, str] | None) -> tuple[bool, int | None, str | None]:
@@ -203,14 +207,9 @@ def test_a_whole_chain_verifies() -> None:
 
 def _pruned(last_pruned_hash: str | None) -> list[dict[str, Any]]:
     """A chain of 8 records and a checkpoint saying 1..3 were pruned, with 1..3 deleted."""
-    builder = RecordBuilder(Fingerprinter(b"k" * 32))
-    values = [builder.values(Entry(float(i), f"r{i}", "k", "m", "chat", "input", "allow", (), (), "t", 0.5,
-                                   "default", "v", "ok", None)) for i in range(8)]
-    rows = [dict(zip(ROW_FIELDS, [100 + i, *row], strict=True))
-            for i, row in enumerate(link(values, "c", 0, GENESIS))]
+    rows = _chain(8)
     cp = checkpoint_values(9.0, "c", 4, last_pruned_hash or rows[2]["hash"], 3)
-    rows.append(dict(zip(ROW_FIELDS, [108, *next(link([cp], "c", 8, rows[-1]["hash"]))], strict=True)))
-    return rows[3:]
+    return (rows + _linked([cp], 8, rows[-1]["hash"]))[3:]
 
 
 def test_a_pruned_chain_links_to_its_checkpoint() -> None:
