@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import shutil
 import signal
@@ -157,12 +158,14 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def poll(condition_async: Callable[[], Awaitable[bool]], deadline_s: float, what: str) -> float:
-    """Await ``condition_async()`` until true; seconds it took. Fails the test after ``deadline_s``."""
+async def poll(condition: Callable[[], bool | Awaitable[bool]], deadline_s: float, what: str) -> float:
+    """Check ``condition()`` (awaited when it is a coroutine) until true; seconds it took. Fails the test
+    after ``deadline_s``."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     while True:
-        if await condition_async():
+        met = condition()
+        if await met if inspect.isawaitable(met) else met:
             return loop.time() - t0
         if loop.time() - t0 > deadline_s:
             pytest.fail(f"{what}: not within {deadline_s} s")

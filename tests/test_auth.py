@@ -25,6 +25,7 @@ from daemon.errors import StorageError
 from daemon.ratelimit.interface import MAX_FAILURES
 from daemon.ratelimit.memory import MemoryFailureThrottle
 from daemon.storage.sqlite_keys import SqliteKeyStore
+from tests.redis_helpers import REDIS_SERVER, PrivateRedis, poll
 
 T0 = 1_900_000_000.0
 
@@ -351,14 +352,6 @@ async def test_last_use_is_written_in_one_batch(auth: Authenticator, keys: Keys,
 # --- following the store while the daemon runs -------------------------------------------------
 
 
-async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    """Wait (polling) until ``condition()`` is true."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 async def test_run_follows_the_store_and_writes_last_use_in_batches(
     auth: Authenticator, keys: Keys, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -367,20 +360,20 @@ async def test_run_follows_the_store_and_writes_last_use_in_batches(
     task = asyncio.create_task(auth.run())
     try:
         key_id, token = await keys.store_only()
-        await until(lambda: key_id in auth.keys, "the new key in the table")
+        await poll(lambda: key_id in auth.keys, 10, "the new key in the table")
         looks = auth.key_looks
-        await until(lambda: auth.key_looks >= looks + 3, "three more looks")
+        await poll(lambda: auth.key_looks >= looks + 3, 10, "three more looks")
         await auth.authenticate(token)
         looks = auth.key_looks
-        await until(lambda: auth.key_looks >= looks + 3, "three more looks")
+        await poll(lambda: auth.key_looks >= looks + 3, 10, "three more looks")
         # Not yet: last-use times wait for LAST_USED_FLUSH_SECONDS (10 s).
         assert auth.last_used and (await keys.store.get(key_id)).last_used_at is None  # type: ignore[union-attr]
         monkeypatch.setattr(auth_module, "LAST_USED_FLUSH_SECONDS", 0.0)
-        await until(lambda: not auth.last_used, "the last-use batch")
+        await poll(lambda: not auth.last_used, 10, "the last-use batch")
         rec = await keys.store.get(key_id)
         assert rec is not None and rec.last_used_at == T0
         looks = auth.key_looks
-        await until(lambda: auth.key_looks >= looks + 3, "three more looks")
+        await poll(lambda: auth.key_looks >= looks + 3, 10, "three more looks")
     finally:
         task.cancel()
     assert lines(caplog) == []  # every look and flush went through, and nothing recovered
@@ -396,18 +389,18 @@ async def test_run_keeps_the_table_through_an_outage_and_says_so_once(
     task = asyncio.create_task(auth.run())
     try:
         looks = auth.key_looks
-        await until(lambda: auth.key_looks >= looks + 5, "five failed looks")
+        await poll(lambda: auth.key_looks >= looks + 5, 10, "five failed looks")
         outage = "could not refresh keys (keeping the table in memory until it can): the key store is not open"
         assert lines(caplog) == [outage]
         assert key_id in auth.keys  # the table in memory stands
         await keys.store.open()
-        await until(lambda: "keys are refreshed again" in lines(caplog), "the recovery line")
+        await poll(lambda: "keys are refreshed again" in lines(caplog), 10, "the recovery line")
         looks = auth.key_looks
-        await until(lambda: auth.key_looks >= looks + 3, "three more looks")
+        await poll(lambda: auth.key_looks >= looks + 3, 10, "three more looks")
         assert lines(caplog) == [outage, "keys are refreshed again"]  # said once, not at every look
         assert (await auth.authenticate(token)).key_id == key_id
         await keys.store.close()  # a second outage is said again
-        await until(lambda: len(lines(caplog)) == 3, "the second outage's line")
+        await poll(lambda: len(lines(caplog)) == 3, 10, "the second outage's line")
         assert lines(caplog) == [outage, "keys are refreshed again", outage]
         await keys.store.open()
     finally:
@@ -433,7 +426,6 @@ async def test_without_a_reachable_throttle_tokens_are_judged_unthrottled(
 ) -> None:
     pytest.importorskip("redis")
     from daemon.ratelimit.redis import redis_backend
-    from tests.redis_helpers import REDIS_SERVER, PrivateRedis
 
     if not Path(REDIS_SERVER).exists():
         pytest.skip(f"{REDIS_SERVER} is not installed: no private Redis to break")
@@ -453,7 +445,7 @@ async def test_without_a_reachable_throttle_tokens_are_judged_unthrottled(
                 assert await refused(auth, tokens.make_token(key_id, tokens.new_secret())) == "wrong_secret"
             assert (await auth.authenticate(token)).key_id == key_id
             redis.start()
-            await until(lambda: limiter.problem() is None, "the throttle back")
+            await poll(lambda: limiter.problem() is None, 10, "the throttle back")
             assert await refused(auth, tokens.make_token(key_id, tokens.new_secret())) == "wrong_secret"
         warnings = [line for line in lines(caplog) if "throttle" in line]
         assert len(warnings) == 2, warnings
