@@ -153,12 +153,15 @@ class Supervisor:
         self.started_at = [0.0] * n
         self.backoff = [0.0] * n
         self.stopping = False
+        # Restarted workers not yet listening: the pipe on which each says "ready" (or why it cannot).
+        self.starting: dict[int, multiprocessing.connection.Connection] = {}
         self._wake_r, self._wake_w = os.pipe()
         self._signals: list[int] = []
 
     def pids(self) -> list[int]:
-        """The pids of the running workers."""
-        return [p.pid for p in self.procs if p is not None and p.pid is not None]
+        """The pids of the workers that listen (one that is starting again is not counted yet)."""
+        return [p.pid for slot, p in enumerate(self.procs)
+                if p is not None and p.pid is not None and slot not in self.starting]
 
     def start(self) -> None:
         """Start every worker and wait until each listens; ConfigError (with the worker's reason) if one cannot."""
@@ -188,7 +191,7 @@ class Supervisor:
         while not self.stopping:
             sentinels = [p.sentinel for p in self.procs if p is not None]
             timeout = max(0.0, min(restart_at.values()) - time.monotonic()) if restart_at else None
-            multiprocessing.connection.wait([*sentinels, self._wake_r], timeout)
+            multiprocessing.connection.wait([*sentinels, *self.starting.values(), self._wake_r], timeout)
             for received in self._take_signals():
                 if received == signal.SIGHUP:
                     log.info("SIGHUP: reloading the policy in every worker")
@@ -197,9 +200,12 @@ class Supervisor:
                     self.stopping = True
             if self.stopping:
                 break
+            self._take_ready()
             for slot, proc in enumerate(self.procs):
                 if proc is not None and not proc.is_alive():
                     proc.join()
+                    with contextlib.suppress(KeyError):
+                        self.starting.pop(slot).close()
                     # One that ran for a while restarts at once; one that keeps dying at start, ever slower.
                     lived = time.monotonic() - self.started_at[slot]
                     again = min(RESTART_BACKOFF_MAX, max(1.0, self.backoff[slot] * 2))
@@ -208,11 +214,11 @@ class Supervisor:
                               proc.exitcode, f" in {self.backoff[slot]:g} s" if self.backoff[slot] else "")
                     self.procs[slot] = None
                     restart_at[slot] = time.monotonic() + self.backoff[slot]
+                    self.on_change(self.pids())
             for slot, when in list(restart_at.items()):
                 if time.monotonic() >= when:
                     del restart_at[slot]
-                    self._spawn(slot).close()
-                    self.on_change(self.pids())
+                    self.starting[slot] = self._spawn(slot)
         log.info("shutting down: every worker finishes its in-flight requests and writes its decisions")
         self.stop(timeout=self.config.shutdown_timeout + 40.0)
 
@@ -231,8 +237,33 @@ class Supervisor:
                 proc.join()
             elif proc.exitcode:
                 log.error("worker %d (pid %s) exited with code %s", slot, proc.pid, proc.exitcode)
+        for conn in self.starting.values():
+            conn.close()
+        self.starting.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+    def _take_ready(self) -> None:
+        """Count in every restarted worker that now listens; log why one could not start (it exits,
+        and the loop restarts it after its backoff)."""
+        changed = False
+        for slot, conn in list(self.starting.items()):
+            if not conn.poll(0):
+                continue
+            try:
+                kind, message = conn.recv()
+            except (EOFError, OSError):
+                kind, message = "error", "it exited before it listened"
+            conn.close()
+            del self.starting[slot]
+            proc = self.procs[slot]
+            if kind == "ready":
+                log.info("worker %d (pid %s) listening again", slot, proc.pid if proc else "?")
+                changed = True
+            else:
+                log.error("worker %d could not start: %s", slot, message)
+        if changed:
+            self.on_change(self.pids())
 
     def _signal_all(self, sig: int) -> None:
         for proc in self.procs:
@@ -288,7 +319,9 @@ def worker_main(config: Config, slot: int, port: int, conn: multiprocessing.conn
                         format=f"%(asctime)s %(levelname)-7s w{slot} %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
 
     def ready(url: str) -> None:
-        conn.send(("ready", url))
+        # A parent that no longer waits (it is stopping, or gone) is no reason to stop serving.
+        with contextlib.suppress(OSError):
+            conn.send(("ready", url))
         conn.close()
 
     try:

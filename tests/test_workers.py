@@ -196,6 +196,7 @@ def test_a_dead_worker_is_restarted_and_sighup_reaches_every_worker(home: Path, 
     with running_daemon(home, "--workers", "2", **env) as d:
         pids = wait_for_workers(home, 2, **env)
         os.kill(pids[0], signal.SIGKILL)
+        # `status` lists a restarted worker once it listens, not when it is spawned.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             now = status(home, **env).get("workers") or []
@@ -204,9 +205,15 @@ def test_a_dead_worker_is_restarted_and_sighup_reaches_every_worker(home: Path, 
             time.sleep(0.1)
         else:
             raise AssertionError(f"the killed worker was not replaced: {status(home, **env)}")
-        assert "worker 0" in d.output() and "restarting it" in d.output()
+        assert "worker 0 (pid" in d.output() and "restarting it" in d.output()
+        assert f"worker 0 (pid {now[0]}) listening again" in d.output()
+        # The survivor dies too: until it is back, the restarted worker alone listens, and answers.
+        os.kill(pids[1], signal.SIGKILL)
+        while pids[1] in (status(home, **env).get("workers") or []):
+            time.sleep(0.05)
+        assert [d.check(key["token"], BODY).status for _ in range(5)] == [200] * 5
         wait_for_workers(home, 2, **env)
-        assert d.check(key["token"], BODY).status == 200
+        assert "Traceback" not in d.output()
         policy = home / "policy.toml"
         assert cli(home, "init").returncode == 0
         policy.write_text(policy.read_text() + "\n# a change: a new version\n")
