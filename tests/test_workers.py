@@ -222,6 +222,30 @@ def test_a_dead_worker_is_restarted_and_sighup_reaches_every_worker(home: Path, 
         assert "in all 2 workers" in r.stdout
 
 
+@needs_redis
+def test_a_worker_that_cannot_start_again_is_retried_while_the_others_serve(home: Path, prefix: str) -> None:
+    key = create_key(home, "retry", "--rate-limit", "100000/1h")
+    env = redis_env(prefix)
+    assert cli(home, "init").returncode == 0
+    policy = home / "policy.toml"
+    good = policy.read_text()
+    with running_daemon(home, "--workers", "2", **env) as d:
+        pids = wait_for_workers(home, 2, **env)
+        policy.write_text(good + "\n[[rules]]\nid = \"broken\"\n")  # invalid, and nobody reloads it
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "worker 0 could not start" not in d.output():
+            assert time.monotonic() < deadline, d.output()
+            time.sleep(0.1)
+        assert status(home, **env)["workers"] == [pids[1]]
+        assert d.check(key["token"], BODY).status == 200  # the other worker carries on
+        policy.write_text(good)
+        pids_after = wait_for_workers(home, 2, **env)
+        assert pids_after[1] == pids[1] and pids_after[0] != pids[0]
+        assert f"worker 0 (pid {pids_after[0]}) listening again" in d.output()
+        assert "Traceback" not in d.output()
+
+
 @pytest.mark.parametrize("mode", ["open", "closed"])
 def test_redis_hung_and_killed_under_load(home: Path, mode: str) -> None:
     redis = PrivateRedis()
