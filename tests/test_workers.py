@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from daemon.pidfile import PidFile
 from tests.daemon_proc import DaemonProc, cli, create_key, running_daemon
 from tests.redis_helpers import REDIS_URL, PrivateRedis, delete_prefix, needs_redis, unique_prefix
 
@@ -220,6 +221,27 @@ def test_a_dead_worker_is_restarted_and_sighup_reaches_every_worker(home: Path, 
         r = cli(home, "policy", "reload", **env)
         assert r.returncode == 0, r.stderr
         assert "in all 2 workers" in r.stdout
+
+
+@pytest.mark.parametrize(("workers", "line"), [
+    ([], "no worker listening now (starting or restarting)"),
+    ([111], "1 worker listening: pids 111"),
+    ([111, 222], "2 workers listening: pids 111, 222"),
+])
+def test_status_says_which_workers_listen_even_none(home: Path, workers: list[int], line: str) -> None:
+    # A supervisor whose workers all died lists none until they listen again; it is not a lone daemon.
+    held = PidFile(home / "aigov.pid")
+    held.acquire()
+    try:
+        held.write({"pid": os.getpid(), "url": "http://127.0.0.1:9", "workers": workers})
+        assert status(home)["workers"] == workers
+        out = cli(home, "status").stdout
+        assert f"pid {os.getpid()}" in out and line in out
+        held.write({"pid": os.getpid(), "url": "http://127.0.0.1:9", "workers": [os.getpid()]})
+        assert status(home)["workers"] == [os.getpid()]
+        assert "listening" not in cli(home, "status").stdout
+    finally:
+        held.release()
 
 
 @needs_redis

@@ -232,7 +232,8 @@ def status(
     out: dict[str, Any] = {"running": bool(info), "home": str(cfg.paths.home or cfg.paths.config_dir),
                            "db": cfg.database}
     if info:
-        out.update(pid=info.get("pid"), url=info.get("url"), workers=info.get("workers") or [info.get("pid")])
+        # A supervisor lists the workers that listen, possibly none for a moment; a lone daemon, itself.
+        out.update(pid=info.get("pid"), url=info.get("url"), workers=info.get("workers", [info.get("pid")]))
         ready = _get_json(f"{info.get('url')}/readyz") if info.get("url") else None
         if ready:
             out.update(
@@ -247,8 +248,10 @@ def status(
         print_json(out)
     elif info:
         typer.echo(f"aigov is running: pid {out['pid']}, {out['url']}")
-        if len(out["workers"]) > 1:
-            typer.echo(f"  {len(out['workers'])} workers: pids {', '.join(map(str, out['workers']))}")
+        if out["workers"] != [out["pid"]]:
+            n = len(out["workers"])
+            typer.echo(f"  {n} worker{'' if n == 1 else 's'} listening: pids {', '.join(map(str, out['workers']))}"
+                       if n else "  no worker listening now (starting or restarting)")
         if "uptime_seconds" in out:
             typer.echo(
                 f"  uptime {out['uptime_seconds']:.0f}s, {out['active_keys']} active keys, "
