@@ -117,10 +117,11 @@ def _worker_init() -> None:
         pass
 
 
-_Verdict = Literal["current", "previous", "wrong", "known_wrong"]
-# What a failed judgement of a token tells the metrics: a secret judged wrong before is still wrong.
+_Verdict = Literal["current", "previous", "wrong", "known_wrong", "unreadable"]
+# What a failed judgement of a token tells the metrics: a secret judged wrong before is still wrong,
+# and no secret is right for a stored hash bcrypt cannot read.
 _REASONS: dict[str, FailureReason] = {**{r: r for r in FAILURE_REASONS}, "wrong": "wrong_secret",
-                                      "known_wrong": "wrong_secret"}
+                                      "known_wrong": "wrong_secret", "unreadable": "wrong_secret"}
 
 
 class Authenticator:
@@ -152,6 +153,7 @@ class Authenticator:
         self._look: asyncio.Future[None] | None = None
         self._look_started = float("-inf")
         self._throttle_down = False
+        self._unreadable_said: set[tuple[str, bytes]] = set()  # (key id, hash): said once each
 
     # -- the key table ---------------------------------------------------------------------
 
@@ -343,6 +345,9 @@ class Authenticator:
             # The key changed (rotated, revoked, new limit) while bcrypt ran: that answer was
             # about the old record, so judge the token again against the current one.
             return await self._verify(token, key_id)
+        if which == "unreadable":
+            self._say_unreadable(cur.record)
+            return None, "unreadable"
         if which == "current":
             cur.digest = d
             return cur, "current"
@@ -357,12 +362,22 @@ class Authenticator:
     def _check(rec: KeyRecord, token: str, now: float) -> _Verdict:
         """Blocking bcrypt verification against the current and, in grace, the previous hash."""
         raw = _bcrypt_input(token)
-        if bcrypt.checkpw(raw, rec.secret_hash):
-            return "current"
-        if rec.prev_secret_hash is not None and now < (rec.prev_expires_at or 0.0):
-            if bcrypt.checkpw(raw, rec.prev_secret_hash):
-                return "previous"
+        try:
+            if bcrypt.checkpw(raw, rec.secret_hash):
+                return "current"
+            if rec.prev_secret_hash is not None and now < (rec.prev_expires_at or 0.0):
+                if bcrypt.checkpw(raw, rec.prev_secret_hash):
+                    return "previous"
+        except ValueError:  # a damaged row: no token can match a hash bcrypt cannot read
+            return "unreadable"
         return "wrong"
+
+    def _say_unreadable(self, rec: KeyRecord) -> None:
+        # The caller gets the 401 every failure gets; the operator is told once per damaged hash.
+        if (rec.key_id, rec.secret_hash) not in self._unreadable_said:
+            self._unreadable_said.add((rec.key_id, rec.secret_hash))
+            log.error("key %s: its stored secret hash cannot be read by bcrypt, so every token for it "
+                      "is refused; rotate it (aigov keys rotate %s)", rec.key_id, rec.key_id)
 
     async def _locked(self, key_id: str) -> bool:
         try:

@@ -519,12 +519,22 @@ async def test_a_key_deleted_while_its_token_is_verified_is_refused(
     assert await refused(auth, token) == "unknown"
 
 
-async def test_a_stored_hash_bcrypt_cannot_read_fails_every_waiter_alike(auth: Authenticator, keys: Keys) -> None:
-    _, token = await keys.store_only(secret_hash=b"not a bcrypt hash")
+async def test_a_stored_hash_bcrypt_cannot_read_refuses_every_token_and_is_said_once(
+    auth: Authenticator, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aigov.auth")
+    key_id, token = await keys.store_only(secret_hash=b"not a bcrypt hash")
     await keys.seen()
     results = await asyncio.gather(*(auth.authenticate(token) for _ in range(3)), return_exceptions=True)
-    assert [type(r) for r in results] == [ValueError] * 3, results
+    assert [(type(r), getattr(r, "reason", None)) for r in results] == [(Unauthorized, "wrong_secret")] * 3
+    for _ in range(MAX_FAILURES):
+        assert await refused(auth, token) == "wrong_secret"
     assert auth._inflight == {}
+    # Not the caller's fault: it neither counts toward the lock-out nor marks the token known wrong.
+    assert await auth.throttle.locked_for(key_id) == 0 and not auth.keys[key_id].bad_digests
+    assert lines(caplog) == [f"key {key_id}: its stored secret hash cannot be read by bcrypt, so every token "
+                             f"for it is refused; rotate it (aigov keys rotate {key_id})"]
+    assert token.rpartition("_")[2] not in caplog.text
 
 
 # --- looks at the key table --------------------------------------------------------------------

@@ -185,6 +185,20 @@ def test_malformed_bodies_never_5xx(home: Path) -> None:
         assert d.check(key["token"], BODY).status == 200  # still serving
 
 
+def test_a_damaged_key_row_is_refused_with_401_and_said_once(home: Path) -> None:
+    key = create_key(home, "damaged")
+    conn = sqlite3.connect(home / "aigov.db")
+    with conn:
+        conn.execute("UPDATE api_keys SET secret_hash = ? WHERE key_id = ?", (b"not a bcrypt hash", key["key_id"]))
+    conn.close()
+    with running_daemon(home) as d:
+        answers = [d.check(key["token"], BODY) for _ in range(3)]
+        assert [r.status for r in answers] == [401] * 3
+        assert answers[0].json()["error"]["code"] == "unauthorized"
+        assert d.output().count("its stored secret hash cannot be read by bcrypt") == 1
+        assert "Traceback" not in d.output()
+
+
 def test_startup_errors_are_one_line(home: Path, tmp_path: Path) -> None:
     # An occupied port.
     with running_daemon(home) as d:
