@@ -15,7 +15,8 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_CORPUS_LINES = 100_000
 DEFAULT_MODEL = "gpt-4o"
 # The load test's own requests say so in their metadata: `aigov logs` and `logs stats` leave them out
-# unless --include-probes. A --body-file is sent as it is written.
+# unless --include-probes. A --body-file's requests are marked too, unless a line says otherwise
+# (a metadata.source of its own, or a metadata that is not an object, as when it tests the daemon's 422).
 MARK = {"source": "loadtest"}
 PROBE_BODY = b'{"model":"gpt-4o","operation":"chat","input_text":"rate limit probe","metadata":{"source":"loadtest"}}'
 
@@ -124,6 +125,14 @@ def _encode(value: dict[str, object]) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
+def _marked(body: dict[str, object]) -> dict[str, object]:
+    """``body`` with ``metadata.source = "loadtest"`` where the line does not set a source itself."""
+    metadata = body.get("metadata", {})
+    if not isinstance(metadata, dict) or "source" in metadata:
+        return body
+    return {**body, "metadata": {**metadata, **MARK}}
+
+
 def load_corpus(path: Path) -> Corpus:
     """Read a JSONL corpus: each line a request object, or a string used as ``input_text``."""
     try:
@@ -148,7 +157,7 @@ def load_corpus(path: Path) -> Corpus:
                 value = {"model": DEFAULT_MODEL, "operation": "chat", "input_text": value}
             if not isinstance(value, dict):
                 raise UsageError(f"{path}:{lineno}: expected a JSON object or string")
-            bodies.append(_encode(value))
+            bodies.append(_encode(_marked(value)))
     if not bodies:
         raise UsageError(f"{path}: no requests (expected one JSON object per line)")
     return Corpus(bodies=tuple(bodies), source=f"file:{path}")
