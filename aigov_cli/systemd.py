@@ -37,6 +37,11 @@ class UnitSpec:
     stop_timeout_s: int = 60
     bind_low_port: bool = False
 
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The unit's ExecStart, word by word."""
+        return (*self.exec_start, "serve")
+
 
 def _quote(arg: str) -> str:
     """One word of a unit file's command line or assignment, quoted when systemd would split or expand it."""
@@ -48,7 +53,7 @@ def _quote(arg: str) -> str:
 
 def render_unit(spec: UnitSpec) -> str:
     """The text of ``aigov.service`` for ``spec``."""
-    exec_start = " ".join(_quote(a) for a in (*spec.exec_start, "serve"))
+    exec_start = " ".join(_quote(a) for a in spec.command)
     # A private /tmp would hide a home that lives under /tmp.
     in_tmp = any(p == t or t in p.parents for p in spec.writable for t in (Path("/tmp"), Path("/var/tmp")))
     service = [

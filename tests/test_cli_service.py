@@ -65,6 +65,7 @@ def test_installed_unit_passes_systemd_analyze_verify(home: Path, tmp_path: Path
     assert unit == units / "aigov.service" and out["written"] is True and out["scope"] == scope
     keys = unit_keys(unit.read_text())
     assert keys["ExecStart"] == [f"{AIGOV} serve"] and Path(AIGOV).is_absolute()
+    assert out["exec_start"] == [AIGOV, "serve"]  # what --json says the unit runs is what it runs
     assert keys["Type"] == ["notify"] and keys["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict")):
         assert keys[key] == [value]

@@ -73,14 +73,14 @@ def install(
                 f"journalctl {'--user-unit' if user else '-u'} aigov -f"]
     out: dict[str, Any] = {
         "unit_file": str(path), "scope": "user" if user else "system", "written": changed,
-        "exec_start": list(spec.exec_start), "home": str(spec.home) if spec.home else None,
+        "exec_start": list(spec.command), "home": str(spec.home) if spec.home else None,
         "run_as": spec.run_as, "next": commands,
     }
     if as_json:
         print_json(out)
         return
     typer.echo(f"{'wrote' if changed else 'unchanged'} {path}")
-    typer.echo(f"  runs   {' '.join(spec.exec_start)} serve" + (f" as {spec.run_as}" if spec.run_as else ""))
+    typer.echo(f"  runs   {' '.join(spec.command)}" + (f" as {spec.run_as}" if spec.run_as else ""))
     typer.echo(f"  home   {spec.home or 'the user directories of platformdirs'}")
     typer.echo("  next   " + "\n         ".join(commands))
 
