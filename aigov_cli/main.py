@@ -119,10 +119,14 @@ def run(command: Any, args: list[str]) -> None:
         _fail(usage_message(e), 2)
     except click.ClickException as e:
         _fail(_sentence(e.format_message()), e.exit_code)
-    except click.Abort:
+    except typer.Abort:  # click's Abort, which typer re-exports whichever click it carries
         _fail("aborted", 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as e:  # a bug: still one line, with what a report needs; the traceback on request
+        if os.environ.get("AIGOV_TRACEBACK"):
+            raise
+        _fail(f"unexpected {type(e).__name__}: {e} (a bug in aigov; AIGOV_TRACEBACK=1 shows where)", 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -30,7 +30,20 @@ def iso(ts: float | None) -> str | None:
     """A UNIX time as ISO 8601 UTC (``2026-11-27T05:00:00Z``), or None."""
     if ts is None:
         return None
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # a stored time no calendar date can show
+        return f"{ts:.0f} (UNIX time, beyond year 9999)"
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: every character that is not printable (newlines, escape sequences,
+    bidi and zero-width controls) written as Python writes it (``\\n``, ``\\x1b``, ``\\u202e``), so that
+    what a client sent (a model name, metadata, a key name) cannot forge table rows or drive the
+    operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def console() -> Console:
@@ -63,6 +76,12 @@ class Column:
     drop: int = 0
     justify: str = "left"
     min_width: int = 8
+    lines: bool = False  # the cell holds several values, one per line
+
+    def text(self, row: Any) -> str:
+        """The cell as shown: each value made printable (see :func:`printable`)."""
+        raw = self.cell(row)
+        return "\n".join(printable(v) for v in raw.split("\n")) if self.lines else printable(raw)
 
 
 _GAP = 3  # between two columns: a space of padding on each side of the (blank) rule
@@ -85,7 +104,7 @@ def _needs(col: Column, cells: list[str]) -> int:
 def fit_columns(columns: Sequence[Column], rows: Sequence[Any], width: int) -> list[Column]:
     """The columns that fit ``width``: droppable ones left out, highest ``drop`` first, until the rest fit;
     then any of those that still fits is taken back, the most wanted (lowest ``drop``) first."""
-    needs = {id(col): _needs(col, [col.cell(r) for r in rows]) for col in columns}
+    needs = {id(col): _needs(col, [col.text(r) for r in rows]) for col in columns}
 
     def total(cols: list[Column]) -> int:
         return sum(needs[id(col)] for col in cols) + _GAP * (len(cols) - 1)
@@ -112,10 +131,11 @@ def print_table(c: Console, columns: Sequence[Column], rows: Sequence[Any],
     """
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     shown = list(columns) if wide else fit_columns(columns, rows, c.width)
     if wide:
-        need = sum(_needs(col, [col.cell(r) for r in rows]) for col in shown) + _GAP * (len(shown) - 1)
+        need = sum(_needs(col, [col.text(r) for r in rows]) for col in shown) + _GAP * (len(shown) - 1)
         c.width = max(c.width, need)
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col in shown:
@@ -124,7 +144,8 @@ def print_table(c: Console, columns: Sequence[Column], rows: Sequence[Any],
         else:
             t.add_column(col.header, overflow="fold", min_width=col.min_width, justify=col.justify)  # type: ignore[arg-type]
     for row in rows:
-        t.add_row(*(col.cell(row) for col in shown), style=style(row) if style else None)
+        # Text, not str: a cell is shown as it is, never read as rich markup ("[/]" in a model name).
+        t.add_row(*(Text(col.text(row)) for col in shown), style=style(row) if style else None)
     c.print(t)
 
 

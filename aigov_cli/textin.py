@@ -91,7 +91,9 @@ def guard_params(command: Any) -> None:
 
 
 def read_stdin(label: str) -> str:
-    """All of standard input as text; ConfigError naming ``label`` when it is not valid UTF-8."""
+    """All of standard input as text; ConfigError naming ``label`` when it is not valid UTF-8 or closed."""
+    if sys.stdin is None:  # started with standard input closed (`<&-`)
+        raise ConfigError(f"{label}: there is no standard input to read (it is closed)")
     buffer = getattr(sys.stdin, "buffer", None)
     if buffer is None:  # a text stream put in place of stdin (tests, embedding)
         text = sys.stdin.read()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -37,6 +38,16 @@ def check_policy_name(config: Config, policy: str) -> None:
     names = load_policy_file(config.policy_path).names
     if policy not in names:
         raise ConfigError(f"unknown policy {policy!r} (the policy file defines: {', '.join(names)})")
+
+
+def check_key_name(name: str, option: str = "--name") -> None:
+    """ConfigError for a name that tables could not show as one plain line: empty, too long, or with
+    control characters (a newline or an escape sequence would forge rows or recolour the terminal)."""
+    if not name.strip() or len(name) > 128:
+        raise ConfigError(f"{option} must be 1 to 128 characters")
+    bad = next((c for c in name if unicodedata.category(c) == "Cc" or c in "\u2028\u2029"), None)
+    if bad is not None:
+        raise ConfigError(f"{option} must not hold control characters (found U+{ord(bad):04X})")
 
 
 def check_key_id(key_id: str) -> None:

@@ -6,13 +6,19 @@ import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+# Beyond these, a value is a typo, and it would overflow what stores and dates can hold.
+MAX_DURATION_DAYS = 36_500  # 100 years
+MAX_RATE_LIMIT = 1_000_000_000  # requests in one window
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``30s``, ``1h30m``, ``90d`` or ``500ms``; ValueError if not one."""
+    """Seconds in a duration such as ``30s``, ``1h30m``, ``90d``, ``500ms`` or ``0``, at most 100 years;
+    ValueError if not one."""
     s = text.strip().lower()
     if not s:
         raise ValueError("empty duration")
+    if s == "0":
+        return 0.0
     pos, total = 0, 0.0
     for m in _DURATION.finditer(s):
         if m.start() != pos:
@@ -21,6 +27,8 @@ def parse_duration(text: str) -> float:
         pos = m.end()
     if pos != len(s):
         raise ValueError(f"invalid duration {text!r} (use e.g. 500ms, 30s, 10m, 1h, 90d)")
+    if total > MAX_DURATION_DAYS * 86400.0:
+        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION_DAYS}d (100 years)")
     return total
 
 
@@ -41,6 +49,8 @@ def parse_rate(text: str) -> tuple[int, float]:
     limit = int(n)
     if limit < 1 or window <= 0:
         raise ValueError(f"{text!r} is not a rate limit: it needs at least 1 request per positive period ({hint})")
+    if limit > MAX_RATE_LIMIT:
+        raise ValueError(f"{text!r} is not a rate limit: at most {MAX_RATE_LIMIT:,} requests per period ({hint})")
     return limit, window
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -145,3 +146,36 @@ def test_an_occupied_port_is_said_once(home: Path, detach: bool) -> None:
     assert r.returncode == 2 and r.stdout == ""
     prefix = "the daemon exited at start: " if detach else ""
     assert one_line(r.stderr) == f"{prefix}cannot listen on 127.0.0.1:{port}: address already in use"
+
+
+def test_an_unexpected_error_is_one_line_with_its_traceback_on_request(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+
+    from aigov_cli.main import run
+
+    class Failing:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def main(self, *args: Any, **kwargs: Any) -> None:
+            raise self.exc
+
+    monkeypatch.delenv("AIGOV_TRACEBACK", raising=False)
+    for exc, code, line in ((OverflowError("too big"), 1, "aigov: error: unexpected OverflowError: too big (a bug in "
+                                                          "aigov; AIGOV_TRACEBACK=1 shows where)\n"),
+                            (typer.Abort(), 1, "aigov: error: aborted\n")):
+        with pytest.raises(SystemExit) as exit_:
+            run(Failing(exc), [])
+        assert exit_.value.code == code and capsys.readouterr().err == line
+    monkeypatch.setenv("AIGOV_TRACEBACK", "1")
+    with pytest.raises(OverflowError):
+        run(Failing(OverflowError("too big")), [])
+
+
+def test_closed_standard_input_is_said_in_one_line(home: Path) -> None:
+    r = subprocess.run([AIGOV, "policy", "test", "--input", "-"], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, env=env_for(home), timeout=60, preexec_fn=lambda: os.close(0))
+    assert r.returncode == 2
+    assert r.stderr == "aigov: error: --input -: there is no standard input to read (it is closed)\n"

@@ -301,3 +301,31 @@ def test_export_of_100k_rows_in_bounded_memory(home: Path, tmp_path: Path) -> No
     assert size_mb > 40  # the rows, held at once, would need several times this in Python objects
     assert big < 150 * 1024, f"peak RSS {big} kB"
     assert big - small < 20 * 1024, f"peak RSS grew from {small} kB to {big} kB for 99x the rows"
+
+
+def test_what_a_client_sent_cannot_drive_the_terminal_or_a_spreadsheet(home: Path, tmp_path: Path) -> None:
+    from aigov_cli.commands.logs import _line
+    from tests.audit_homes import record
+
+    t = time.time() - 10
+    sent = [record(1, t, model="\x1b[2J\x1b[31mgpt-evil", operation="ch\x1b[1mat"),
+            record(2, t + 1, model="gpt\nfake-row", operation="[/]"),  # "[/]": rich markup, were it read as such
+            record(3, t + 2, model='=HYPERLINK("http://x","y")', operation="ch\u202eat")]
+    write_decisions(home / "aigov.db", sent)
+    for args in (["logs", "--wide"], ["logs", "stats", "--since", "1h"]):
+        r = cli(home, *args)
+        assert r.returncode == 0, r.stderr
+        assert "\x1b" not in r.stdout and "\u202e" not in r.stdout and "\nfake-row" not in r.stdout
+        assert "\\x1b[2J\\x1b[31mgpt-evil" in r.stdout and "gpt\\nfake-row" in r.stdout
+    assert "[/]" in cli(home, "logs", "--wide").stdout and "ch\\u202eat" in cli(home, "logs", "--wide").stdout
+    line = _line(json.loads(cli(home, "logs", "--json", "--limit", "1", "--model", "gpt\nfake-row").stdout))
+    assert "\n" not in line and "gpt\\nfake-row/[/]" in line
+    out = tmp_path / "out.csv"
+    assert cli(home, "logs", "export", "--format", "csv", "--out", str(out)).returncode == 0
+    with out.open(newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [row["model"] for row in table] == ["\x1b[2J\x1b[31mgpt-evil", "gpt\nfake-row", "'=HYPERLINK(\"http://x\",\"y\")"]
+    assert table[0]["latency_ms"] == str(sent[0]["latency_ms"])  # numbers are never prefixed
+    jl = tmp_path / "out.jsonl"
+    assert cli(home, "logs", "export", "--format", "jsonl", "--out", str(jl)).returncode == 0
+    assert json.loads(jl.read_text().splitlines()[-1])["model"] == '=HYPERLINK("http://x","y")'  # as sent

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aigov_cli.output import Column, console, iso, print_json, print_table
+from aigov_cli.output import Column, console, iso, print_json, print_table, printable
 from aigov_cli.output import config as load_cfg
 
 if TYPE_CHECKING:
     from daemon.storage.interface import KeyRecord, KeyStore
 
-app = typer.Typer(help="Create, list, show, revoke and rotate API keys.", no_args_is_help=True)
+app = typer.Typer(help="Create, list, show, update, rotate, revoke and delete API keys.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 KeyIdArg = Annotated[str, typer.Argument(help="The key id (the middle part of the token).", metavar="KEY_ID")]
@@ -80,11 +80,10 @@ def create(
     import asyncio
 
     from daemon.errors import ConfigError
-    from daemon.keyadmin import check_policy_name
+    from daemon.keyadmin import check_key_name, check_policy_name
     from daemon.keyadmin import create as do_create
 
-    if not name.strip() or len(name) > 128:
-        raise ConfigError("--name must be 1 to 128 characters")
+    check_key_name(name)
     rate = _rate(rate_limit)
     expires = _duration("--expires-in", expires_in)
     if expires is not None and expires <= 0:
@@ -96,12 +95,14 @@ def create(
         return await do_create(store, cfg, name=name, limit=limit, window=window, expires_in=expires, policy=policy)
 
     _, (rec, token) = _run(go)
+    from rich.markup import escape
+
     if as_json:
         print_json({**key_json(rec), "token": token})
         return
     c = console()
-    c.print(f"Created key [bold]{rec.key_id}[/] ({rec.name}), rate limit {key_json(rec)['rate_limit']}, "
-            f"policy {rec.policy}, expires {iso(rec.expires_at) or 'never'}.")
+    c.print(f"Created key [bold]{rec.key_id}[/] ({escape(printable(rec.name))}), "
+            f"rate limit {key_json(rec)['rate_limit']}, policy {rec.policy}, expires {iso(rec.expires_at) or 'never'}.")
     c.print("Token (shown only now; store it in your secret manager):")
     typer.echo(token)
 
@@ -162,7 +163,7 @@ def show(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
         print_json(d)
         return
     for k, v in d.items():
-        typer.echo(f"{k:<13} {v if v is not None else '-'}")
+        typer.echo(printable(f"{k:<13} {v if v is not None else '-'}"))
 
 
 @app.command("revoke")
@@ -180,9 +181,10 @@ def revoke(key_id: KeyIdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(key_json(rec))
     elif rec.revoked_at != at:  # revoking is idempotent: the first revocation stands
-        typer.echo(f"{rec.key_id} ({rec.name}) was already revoked at {iso(rec.revoked_at)}; nothing changed")
+        typer.echo(f"{rec.key_id} ({printable(rec.name)}) was already revoked at {iso(rec.revoked_at)}; "
+                   "nothing changed")
     else:
-        typer.echo(f"revoked {rec.key_id} ({rec.name}) at {iso(rec.revoked_at)}")
+        typer.echo(f"revoked {rec.key_id} ({printable(rec.name)}) at {iso(rec.revoked_at)}")
 
 
 @app.command("delete")
@@ -232,7 +234,8 @@ def rotate(
         print_json({**key_json(rec), "token": token})
         return
     until = iso(rec.prev_expires_at) if grace_s else None
-    console().print(f"Rotated {rec.key_id}; old token valid {'until ' + str(until) if until else 'no longer'}.")
+    console().print(f"Rotated {rec.key_id}; "
+                    + (f"the old token stays valid until {until}." if until else "the old token no longer works."))
     console().print("New token (shown only now):")
     typer.echo(token)
 
@@ -250,7 +253,7 @@ def update(
     import asyncio
 
     from daemon.errors import ConfigError
-    from daemon.keyadmin import check_key_id, check_policy_name
+    from daemon.keyadmin import check_key_id, check_key_name, check_policy_name
 
     check_key_id(key_id)
     fields: dict[str, Any] = {}
@@ -258,6 +261,7 @@ def update(
     if rate:
         fields["rate_limit"], fields["rate_window"] = rate
     if name is not None:
+        check_key_name(name)
         fields["name"] = name
     exp = _duration("--expires-in", expires_in)
     if exp is not None:

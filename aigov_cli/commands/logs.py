@@ -93,9 +93,11 @@ def _open() -> tuple[Config, DecisionReader]:
 
 
 def _line(d: dict[str, Any]) -> str:
+    from aigov_cli.output import printable
+
     rules = ",".join(d["rules"]) or "-"
-    return (f"{d['time']}  {d['decision']:<5}  {d.get('key_id') or '-':<12}  {d.get('model') or '-'}/"
-            f"{d.get('operation') or '-'}  {_latency(d)}  {rules}  {d['request_id']}")
+    return printable(f"{d['time']}  {d['decision']:<5}  {d.get('key_id') or '-':<12}  {d.get('model') or '-'}/"
+                     f"{d.get('operation') or '-'}  {_latency(d)}  {rules}  {d['request_id']}")
 
 
 @app.callback()
@@ -216,7 +218,7 @@ def _table(rows: list[dict[str, Any]], show_input: bool, batching: tuple[int, fl
             Column("key", lambda d: d.get("key_id") or "-", drop=2),
             Column("model", lambda d: d.get("model") or "-", drop=1),
             Column("operation", lambda d: d.get("operation") or "-", drop=4),
-            Column("rules", lambda d: "\n".join(d["rules"]) or "-"),
+            Column("rules", lambda d: "\n".join(d["rules"]) or "-", lines=True),
             Column("latency", _latency, drop=3, justify="right"),
             Column("request_id", rid)]
     if show_input:
@@ -298,6 +300,9 @@ def stats(
         print_json(data)
         return
     from rich.table import Table
+    from rich.text import Text
+
+    from aigov_cli.output import printable
 
     c = console()
     c.print(f"{data['total']} decision(s)" + (f" from {data['first']} to {data['last']}" if data["total"] else ""))
@@ -308,7 +313,7 @@ def stats(
             continue
         t = Table(title, "count", "share", title=f"by {title}", title_justify="left")
         for k, n in data[key_].items():
-            t.add_row(k, str(n), f"{100 * n / data['total']:.1f}%")
+            t.add_row(Text(printable(str(k))), str(n), f"{100 * n / data['total']:.1f}%")
         c.print(t)
     lat = data["latency_ms"]
     c.print("latency (ms): " + "  ".join(f"{k} {v}" for k, v in lat.items()))

@@ -16,6 +16,18 @@ CSV_COLUMNS = (
     "kind", "chain", "seq", "prev_hash", "hash",
 )
 _JSON_CELLS = ("rules", "reasons", "metadata")
+# A spreadsheet runs a cell that starts with one of these as a formula; a client chooses the model,
+# operation and input, so such text cells get a leading apostrophe, which spreadsheets show as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(column: str, value: object) -> object:
+    """A record's value as a CSV cell: lists and objects as JSON, text never read as a formula."""
+    if column in _JSON_CELLS and value is not None:
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 class ExportFormat(enum.Enum):
@@ -42,8 +54,6 @@ def export(
             w.writerow(cols)
             for row in reader.iter_decisions(flt):
                 d = public(row, show_input)
-                # rules and reasons stay JSON inside their cells; CSV has no lists.
-                w.writerow([json.dumps(d.get(c), ensure_ascii=False) if c in _JSON_CELLS and d.get(c) is not None
-                            else d.get(c) for c in cols])
+                w.writerow([_csv_cell(c, d.get(c)) for c in cols])
                 n += 1
     return n
