@@ -37,6 +37,7 @@ from daemon.policy.model import Decision
 from daemon.ratelimit import RateDecision, RateLimiterUnavailable
 from daemon.service import Service
 from daemon.storage.records import Entry
+from daemon.units import format_duration
 
 log = logging.getLogger("aigov.http")
 
@@ -305,7 +306,8 @@ class Checkpoint:
         if not rd.allowed:
             svc.stats.rate_limit_hits += 1
             rate_headers[_H_RETRY_AFTER] = str(rd.retry_after)
-            return error_response(429, f"rate limit of {rd.limit} requests exceeded", rid, rate_headers)
+            return error_response(429, f"rate limit of {rd.limit} per {format_duration(key.window)} exceeded; "
+                                       f"retry after {rd.retry_after} s", rid, rate_headers)
         # 4. JSON
         raw = await self.read_body(request, cl, rid)
         if isinstance(raw, web.Response):

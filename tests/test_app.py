@@ -470,7 +470,8 @@ async def test_429_with_headers_and_retry_after(cfg: Config, client: Client) -> 
     statuses = [(await post(client, tok, BODY)).status for _ in range(3)]
     assert statuses == [200, 200, 200]
     r = await post(client, tok, BODY)
-    await expect_error(r, 429, "rate_limited")
+    data = await expect_error(r, 429, "rate_limited")
+    assert data["error"]["message"] == "rate limit of 3 per 1m exceeded; retry after 20 s"
     assert r.headers["X-RateLimit-Limit"] == "3" and r.headers["X-RateLimit-Remaining"] == "0"
     assert int(r.headers["Retry-After"]) == 20 and int(r.headers["X-RateLimit-Reset"]) == 60
     assert client.app[SERVICE].stats.rate_limit_hits == 1

@@ -38,7 +38,7 @@ def audit(
 ) -> None:
     """Audit this deployment: file modes, bind address, keys, policy, the decision-log chain, live probes.
 
-    Read-only, except a temporary probe key (revoked afterwards). Exit 1 when a finding is at or above --fail-on.
+    Read-only, except a temporary probe key (deleted afterwards). Exit 1 when a finding is at or above --fail-on.
     """
     import json
 

@@ -19,7 +19,7 @@ def loadtest(
         typer.Option(
             "--key",
             envvar="AIGOV_LOADTEST_KEY",
-            help="API token; without it temporary keys are created in the home and revoked at the end.",
+            help="API token; without it temporary keys are created in the home and deleted at the end.",
         ),
     ] = None,
     rate: Annotated[
@@ -49,7 +49,9 @@ def loadtest(
         Path | None,
         typer.Option("--body-file", help="JSONL corpus: request objects, or strings used as input_text."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No live progress, and the summary only when a threshold fails (the exit code says so).",
+    )] = False,
     workers: Annotated[int, typer.Option("--workers", help="Generator processes.")] = 1,
     connections: Annotated[
         int | None,
