@@ -231,6 +231,12 @@ def test_daemon_serves_https_and_the_cli_follows(tmp_path: Path, certs: Certs) -
 
         lt = cli(home, "loadtest", *key_args, "--url", url, "--rate", "40", "--duration", "1s", **env)
         assert lt.returncode == 2 and "did not verify" in lt.stderr and "--ca-file" in lt.stderr, lt.stderr
+        lt = cli(home, "loadtest", *key_args, "--url", url, "--ca-file", str(certs.cert), "--rate", "40",
+                 "--duration", "1s", **env)  # a CA file that holds no CA of this certificate
+        assert lt.returncode == 2 and f"--ca-file {certs.cert} did not sign it" in lt.stderr, lt.stderr
+        lt = cli(home, "loadtest", *key_args, "--url", f"http://127.0.0.1:{d.port}", "--rate", "40",
+                 "--duration", "1s", **env)
+        assert lt.returncode == 2 and "use an https:// URL" in lt.stderr, lt.stderr
 
         au = cli(home, "audit", "--json", "--skip-deps", **env)
         ids = {f["id"] for f in json.loads(au.stdout)["findings"]}

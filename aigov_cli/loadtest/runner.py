@@ -20,7 +20,7 @@ from aigov_cli.loadtest.engine import EngineConfig, PhaseResult, Tally, Tick
 from aigov_cli.loadtest.histogram import Histogram
 from aigov_cli.loadtest.keys import KeyAdmin, KeyAdminError, TempKeys
 from aigov_cli.loadtest.scenarios import MAX_REQUESTS, Mode, PhaseSpec, stress_stages
-from aigov_cli.loadtest.target import QUEUE_METRIC, RSS_METRIC, Target, request, sample_metrics
+from aigov_cli.loadtest.target import QUEUE_METRIC, RSS_METRIC, NotHTTP, Target, request, sample_metrics
 from aigov_cli.loadtest.thresholds import (
     Stats,
     Threshold,
@@ -355,10 +355,17 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
     try:
         health = await request(target, "GET", "/healthz", timeout_s=5.0)
     except ssl.SSLCertVerificationError as e:
-        raise RunError(
-            f"the certificate of {target.url} did not verify ({e.verify_message or e.reason}): "
-            "pass the CA that signed it with --ca-file FILE"
-        ) from None
+        why = e.verify_message or e.reason
+        if "mismatch" in str(why) or "match" in str(why):
+            hint = "the certificate is for another host name or address: use a --url it names"
+        elif target.ca_file is not None:
+            hint = f"--ca-file {target.ca_file} did not sign it: pass the CA that did"
+        else:
+            hint = "pass the CA that signed it with --ca-file FILE"
+        raise RunError(f"the certificate of {target.url} did not verify ({why}): {hint}") from None
+    except (NotHTTP, ConnectionResetError):  # something listens but does not speak HTTP: HTTPS, say
+        hint = "; if the daemon serves HTTPS (tls_cert), use an https:// URL" if target.url.startswith("http:") else ""
+        raise RunError(f"{target.url} took the connection but sent no HTTP answer{hint}") from None
     except (TimeoutError, OSError, ValueError, IndexError):
         raise RunError(f"no aigov daemon answers at {target.url} (start it with `aigov serve`)") from None
     if health.status != 200:

@@ -139,10 +139,14 @@ async def request(
     return await asyncio.wait_for(go(), timeout_s)
 
 
+class NotHTTP(ConnectionError):
+    """The server took the connection but sent no HTTP answer (an HTTPS server does that to HTTP)."""
+
+
 def _parse(raw: bytes) -> Response:
     head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise ConnectionError("incomplete HTTP response")
+    if not sep or not head.startswith(b"HTTP/"):
+        raise NotHTTP("no HTTP response")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     headers: dict[str, str] = {}
