@@ -13,18 +13,28 @@ asynchronous one is an ``aiohttp`` session, which aigov depends on already. Neit
 connection per call.
 
 Errors are :class:`AigovClientError` and its subclasses: :class:`Unavailable` (the daemon cannot be
-reached, times out or answers 5xx; with ``on_error="open"`` a check returns an allowing result
-marked ``degraded`` instead), :class:`RateLimited` (with ``retry_after``) and :class:`Unauthorized`.
-A check is not retried (it is cheap for the caller to redo), except once when a kept-alive
-connection turns out to have been closed by the daemon (a restart, an idle timeout).
+reached, times out or answers 5xx, or what answered is not aigov; with ``on_error="open"`` a check
+returns an allowing result marked ``degraded`` instead), :class:`RateLimited` (with ``retry_after``),
+:class:`Unauthorized` and :class:`EventLoopMismatch`. A check is not retried (it is cheap for the
+caller to redo), except once when a kept-alive connection turns out to have been closed by the
+daemon (a restart, an idle timeout).
+
+An answer is aigov's only when it is JSON (``application/json``) and either a valid decision (a 200)
+or aigov's error shape, ``{"error": {"code": str, "message": str}}``. Anything else (an HTML page, a
+proxy's own JSON, a contradictory decision, a redirect) is :class:`Unavailable`, and its message says
+what came back (status and content type), never the body, which may echo the text checked.
+Redirects are never followed, by either client: following one would send the text to an address
+the caller did not configure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import http.client
 import json
 import logging
+import math
 import os
 import socket
 import ssl
@@ -38,8 +48,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = [
-    "AigovClientError", "AsyncClient", "CheckResult", "Client", "PolicyRef", "RateLimited", "Reason",
-    "Unauthorized", "Unavailable",
+    "AigovClientError", "AsyncClient", "CheckResult", "Client", "EventLoopMismatch", "PolicyRef", "RateLimited",
+    "Reason", "Unauthorized", "Unavailable",
 ]
 
 log = logging.getLogger("aigov.client")
@@ -49,6 +59,7 @@ CHECK_PATH = "/v1/check"
 DIRECTIONS = ("input", "output")
 OnError = Literal["closed", "open"]
 _IDLE_CONNECTIONS = 8  # kept-alive connections a sync client keeps for reuse
+_JSON = "application/json"
 
 
 class AigovClientError(Exception):
@@ -61,7 +72,8 @@ class AigovClientError(Exception):
 
 
 class Unavailable(AigovClientError):
-    """The daemon could not be reached, timed out, or answered 5xx (or something that is not aigov's)."""
+    """The daemon could not be reached, timed out, answered 5xx, or the answer is not aigov's (a redirect,
+    another server's page or JSON, an invalid decision)."""
 
 
 class RateLimited(AigovClientError):
@@ -74,6 +86,13 @@ class RateLimited(AigovClientError):
 
 class Unauthorized(AigovClientError):
     """No token, or the daemon refused it (malformed, unknown, revoked, expired or wrong)."""
+
+
+class EventLoopMismatch(AigovClientError):
+    """An :class:`AsyncClient` used on an event loop other than the one it first ran on.
+
+    Not an :class:`Unavailable`: it is a mistake in the calling code, and ``on_error="open"`` would
+    otherwise let every check through unchecked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,27 +129,65 @@ class CheckResult:
 
     @classmethod
     def from_json(cls, data: Any) -> CheckResult:
-        """The result from a decoded 200 body; ValueError when it is not a decision."""
-        try:
-            reasons = tuple(
-                Reason(r["rule"], r["detector"], r["action"], r["message"], r.get("start"), r.get("end"))
-                for r in data["reasons"]
-            )
-            pol = data.get("policy")
-            policy = PolicyRef(str(pol["name"]), str(pol["version"])) if isinstance(pol, dict) else None
-            allowed, decision = data["allowed"], data["decision"]
-            redacted = data.get("redacted_text")
-            request_id = data["request_id"]
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"not a decision ({e!r} missing or wrong)") from None
-        if not isinstance(allowed, bool) or decision not in ("allow", "block") or not isinstance(request_id, str):
-            raise ValueError("not a decision")
-        return cls(allowed, decision, reasons, redacted if isinstance(redacted, str) else None, request_id, policy)
+        """The result from a decoded 200 body, every field of the type it is declared with.
+
+        ValueError when it is not a decision, or contradicts itself (``allowed`` true and
+        ``decision`` "block"); the message names the field, never its value (which may echo the text).
+        """
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        allowed = data.get("allowed")
+        if not isinstance(allowed, bool):
+            raise ValueError("allowed is not true or false")
+        decision = data.get("decision")
+        if decision not in ("allow", "block"):
+            raise ValueError("decision is not 'allow' or 'block'")
+        if decision != ("allow" if allowed else "block"):
+            raise ValueError("decision contradicts allowed")
+        request_id = _string(data, "request_id")
+        items = data.get("reasons")
+        if not isinstance(items, list):
+            raise ValueError("reasons is not a list")
+        reasons = tuple(_reason(r, f"reasons[{i}].") for i, r in enumerate(items))
+        redacted = data.get("redacted_text")
+        if redacted is not None and not isinstance(redacted, str):
+            raise ValueError("redacted_text is not a string or null")
+        pol = data.get("policy")
+        if pol is not None and not isinstance(pol, dict):
+            raise ValueError("policy is not an object")
+        policy = None if pol is None else PolicyRef(_string(pol, "name", "policy."), _string(pol, "version", "policy."))
+        return cls(allowed, decision, reasons, redacted, request_id, policy)
 
     @classmethod
     def degraded_allow(cls) -> CheckResult:
         """What ``on_error="open"`` answers when the daemon is unavailable."""
         return cls(True, "allow", (), None, "", None, degraded=True)
+
+
+def _string(obj: dict[str, Any], key: str, where: str = "") -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{where}{key} is {'missing' if key not in obj else 'not a string'}")
+    return value
+
+
+def _offset(obj: dict[str, Any], key: str, where: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:  # bool is an int to Python, not to JSON
+        raise ValueError(f"{where}{key} is not a character offset (an integer >= 0, or null)")
+    return value
+
+
+def _reason(item: Any, where: str) -> Reason:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where.rstrip('.')} is not an object")
+    start, end = _offset(item, "start", where), _offset(item, "end", where)
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"{where}start is after its end")
+    return Reason(_string(item, "rule", where), _string(item, "detector", where), _string(item, "action", where),
+                  _string(item, "message", where), start, end)
 
 
 # --- configuration -----------------------------------------------------------------------
@@ -195,6 +252,38 @@ def _target(url: str, ca_file: str | None) -> _Target:
     return _Target(parts.scheme, host, port, parts.path.rstrip("/") + CHECK_PATH, shown, context)
 
 
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """One HTTP answer, as much of it as the client reads."""
+
+    status: int
+    content_type: str  # the media type, lower case, without parameters; "" when there is none
+    retry_after: str | None
+    location: str | None
+    body: bytes
+
+    @classmethod
+    def of(cls, status: int, headers: Any, body: bytes) -> _Reply:
+        """From a status, headers with ``.get`` (http.client's message or aiohttp's multidict) and the body."""
+        ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return cls(status, ctype, headers.get("Retry-After"), headers.get("Location"), body)
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header: 1 when it is absent, or not a finite number >= 0."""
+    try:
+        seconds = float(value) if value is not None else math.nan
+    except ValueError:  # an HTTP date: aigov sends seconds, so this is not worth parsing
+        seconds = math.nan
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 1.0
+
+
+# OpenSSL's verify codes, grouped by what the caller can do about them.
+_NAME_MISMATCH = frozenset((62, 64))  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))  # no trusted CA signed it (self-signed, or an unknown issuer)
+_OUT_OF_DATE = frozenset((9, 10))  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
+
+
 class _Base:
     """What both clients share: configuration, the request body, and reading the answer."""
 
@@ -214,7 +303,10 @@ class _Base:
         self.url = url or default_url()
         self.timeout = float(timeout)
         self.on_error: OnError = on_error
-        self._target = _target(self.url, ca_file or os.environ.get("AIGOV_CA_FILE") or None)
+        env_ca = os.environ.get("AIGOV_CA_FILE") or None
+        self._target = _target(self.url, ca_file or env_ca)
+        # Where the CA came from, for a certificate error's advice.
+        self._ca_source = f"ca_file={ca_file!r}" if ca_file else f"AIGOV_CA_FILE={env_ca!r}" if env_ca else None
         tok = token or os.environ.get("AIGOV_TOKEN")
         if not tok:
             raise Unauthorized("no aigov token: pass token=... or set AIGOV_TOKEN (aigov keys create prints one)")
@@ -244,41 +336,92 @@ class _Base:
         except (TypeError, ValueError, UnicodeEncodeError) as e:
             raise ValueError(f"cannot send this check as JSON: {e}") from None
 
-    def _answer(self, status: int, retry_after: str | None, raw: bytes) -> CheckResult:
-        """The result of a 200, or the error for any other answer."""
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            data = None
-        if status == 200:
+    def _answer(self, reply: _Reply) -> CheckResult:
+        """The decision of a 200, the error of aigov's error answers, and Unavailable for anything else."""
+        status = reply.status
+        if 300 <= status < 400:
+            raise self._redirected(reply)
+        data: Any = None
+        why = ""  # what is wrong with a JSON answer, for the message
+        if reply.content_type == _JSON:
             try:
-                return CheckResult.from_json(data)
-            except ValueError as e:
-                raise Unavailable(f"{self._target.shown} answered, but not as aigov does: {e}", status=200) from None
-        err = data.get("error") if isinstance(data, dict) else None
+                data = json.loads(reply.body)
+            except (ValueError, UnicodeDecodeError):
+                why = ": not JSON"
+            else:
+                if status == 200:
+                    try:
+                        return CheckResult.from_json(data)
+                    except ValueError as e:
+                        why = f": {e}"
+        err = data.get("error") if isinstance(data, dict) and status != 200 else None
         code = err.get("code") if isinstance(err, dict) else None
         message = err.get("message") if isinstance(err, dict) else None
-        what = f"aigov at {self._target.shown}: {message or f'HTTP {status}'}"
+        if not (isinstance(code, str) and isinstance(message, str)):
+            shown_type = reply.content_type or "no Content-Type"
+            raise Unavailable(f"{self._target.shown} answered HTTP {status} ({shown_type}), not as aigov does{why}; "
+                              "is this the URL of an aigov daemon?", status=status)
+        what = f"aigov at {self._target.shown}: {message}"
         if status == 401:
             raise Unauthorized(what, status=status, code=code)
         if status == 429:
-            try:
-                after = float(retry_after) if retry_after is not None else 1.0
-            except ValueError:
-                after = 1.0
-            raise RateLimited(what, retry_after=after, status=status, code=code or "rate_limited")
+            raise RateLimited(what, retry_after=_retry_after(reply.retry_after), status=status, code=code)
         if status >= 500:
             raise Unavailable(what, status=status, code=code)
         raise AigovClientError(what, status=status, code=code)
 
+    def _redirected(self, reply: _Reply) -> Unavailable:
+        """A redirect is not followed: it would send the text somewhere the caller did not configure."""
+        here = self._target.shown + CHECK_PATH
+        there = _shown_location(here, reply.location)
+        if there == here:
+            where, advice = "redirects to itself", "is this the URL of an aigov daemon?"
+        elif there is None:
+            where, advice = "redirects", "use the final URL"
+        else:
+            where, advice = f"redirects to {there.removesuffix(CHECK_PATH)}", "use the final URL"
+        return Unavailable(f"{self._target.shown} {where} (HTTP {reply.status}); the aigov client follows no "
+                           f"redirect (the text would go elsewhere): {advice}", status=reply.status)
+
     def _unavailable(self, why: object) -> Unavailable:
         return Unavailable(f"aigov at {self._target.shown} is unavailable: {why}")
+
+    def _why(self, e: BaseException) -> str:
+        """A short reason for an error (no traceback, never a request body), with advice that fits it."""
+        if not isinstance(e, ssl.SSLCertVerificationError):
+            return _why(e)
+        what = e.verify_message or str(e)
+        if e.verify_code in _NAME_MISMATCH:
+            return (f"TLS certificate is not for {self._target.host} ({what}): use a host name the certificate "
+                    f"names, or re-issue it with {self._target.host} in its subjectAltName")
+        if e.verify_code in _OUT_OF_DATE:
+            return f"TLS certificate is not valid now ({what}): renew it, or check this machine's clock"
+        if e.verify_code in _UNKNOWN_ISSUER and self._ca_source:
+            return f"TLS certificate not trusted ({what}): the CA of {self._ca_source} did not sign it"
+        if e.verify_code in _UNKNOWN_ISSUER:
+            return f"TLS certificate not trusted ({what}); pass ca_file= or set AIGOV_CA_FILE to the CA that signed it"
+        return f"TLS certificate not trusted ({what})"
 
     def _degrade(self, e: Unavailable) -> CheckResult:
         if self.on_error == "closed":
             raise e
         log.warning("%s; allowing (on_error='open')", e)
         return CheckResult.degraded_allow()
+
+
+def _shown_location(base: str, location: str | None) -> str | None:
+    """A Location header resolved against ``base``, as scheme://host:port/path (no user, query or fragment)."""
+    if not location:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(urllib.parse.urljoin(base, location.strip()))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}:{port}{parts.path}"
 
 
 # --- the synchronous client --------------------------------------------------------------
@@ -316,15 +459,11 @@ class Client(_Base):
         """Ask the daemon about ``text``: sent to ``model`` (``direction="input"``) or answered by it (``"output"``)."""
         body = self._body(text, model, operation, metadata, direction)
         try:
-            status, retry_after, raw = self._post(body)
-        except Unavailable as e:
-            return self._degrade(e)
-        try:
-            return self._answer(status, retry_after, raw)
+            return self._answer(self._post(body))
         except Unavailable as e:
             return self._degrade(e)
 
-    def _post(self, body: bytes) -> tuple[int, str | None, bytes]:
+    def _post(self, body: bytes) -> _Reply:
         if self._closed:
             raise AigovClientError("this aigov client is closed")
         conn, reused = self._take()
@@ -336,24 +475,23 @@ class Client(_Base):
                 raise self._unavailable(e) from None
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise self._unavailable(_why(e)) from None
+            raise self._unavailable(self._why(e)) from None
         conn = self._connect()  # the daemon closed the kept-alive connection: one more try, on a new one
         try:
             return self._exchange(conn, body)
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise self._unavailable(_why(e)) from None
+            raise self._unavailable(self._why(e)) from None
 
-    def _exchange(self, conn: http.client.HTTPConnection, body: bytes) -> tuple[int, str | None, bytes]:
+    def _exchange(self, conn: http.client.HTTPConnection, body: bytes) -> _Reply:
         conn.request("POST", self._target.path, body=body, headers=self._headers)
         resp = conn.getresponse()
-        raw = resp.read()
-        status, retry_after = resp.status, resp.getheader("Retry-After")
+        reply = _Reply.of(resp.status, resp.headers, resp.read())
         if resp.will_close:
             conn.close()
         else:
             self._give(conn)
-        return status, retry_after, raw
+        return reply
 
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
@@ -382,7 +520,7 @@ class Client(_Base):
                 conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as e:
             conn.close()
-            raise self._unavailable(_why(e)) from None
+            raise self._unavailable(self._why(e)) from None
         return conn
 
     def close(self) -> None:
@@ -404,8 +542,6 @@ def _why(e: BaseException) -> str:
     """A short reason for an error (no traceback, and never a request body)."""
     if isinstance(e, TimeoutError | socket.timeout):
         return "timed out"
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return f"TLS certificate not trusted ({e.verify_message}); pass ca_file= or set AIGOV_CA_FILE"
     if isinstance(e, OSError) and e.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
         return f"{os.strerror(e.errno)} (is `aigov serve` running?)"
     if isinstance(e, OSError) and e.strerror:
@@ -417,7 +553,13 @@ def _why(e: BaseException) -> str:
 
 
 class AsyncClient(_Base):
-    """An asyncio aigov client: one aiohttp session (a keep-alive pool) per client, used on one event loop."""
+    """An asyncio aigov client: one aiohttp session (a keep-alive pool) per client, used on one event loop.
+
+    The session belongs to the loop of the first check; a check on any other loop (a second
+    ``asyncio.run()``) raises :class:`EventLoopMismatch` rather than re-create it, since the first
+    session's connections cannot be closed from another loop. Make one client per loop, e.g.
+    ``async with AsyncClient() as aigov:`` inside the coroutine that ``asyncio.run()`` runs.
+    """
 
     def __init__(
         self,
@@ -430,6 +572,7 @@ class AsyncClient(_Base):
     ) -> None:
         super().__init__(url, token, timeout=timeout, on_error=on_error, ca_file=ca_file)
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the session's
         self._answered = 0  # answers received: after one, pooled connections may be stale
         self._closed = False
         t = self._target
@@ -448,8 +591,7 @@ class AsyncClient(_Base):
         """Ask the daemon about ``text``: sent to ``model`` (``direction="input"``) or answered by it (``"output"``)."""
         body = self._body(text, model, operation, metadata, direction)
         try:
-            status, retry_after, raw = await self._post(body)
-            return self._answer(status, retry_after, raw)
+            return self._answer(await self._post(body))
         except Unavailable as e:
             return self._degrade(e)
 
@@ -458,7 +600,14 @@ class AsyncClient(_Base):
 
         if self._closed:
             raise AigovClientError("this aigov client is closed")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            then = "a closed one" if self._loop.is_closed() else "another one"
+            raise EventLoopMismatch(
+                f"this aigov AsyncClient was first used on {then}; an AsyncClient works on one event loop: "
+                "make one per loop (e.g. `async with AsyncClient() as aigov:` inside the code asyncio.run() runs)")
         if self._session is None:
+            self._loop = loop
             connector = aiohttp.TCPConnector(ssl=self._target.ssl if self._target.ssl is not None else False,
                                              limit=100, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(
@@ -466,37 +615,42 @@ class AsyncClient(_Base):
             )
         return self._session
 
-    async def _post(self, body: bytes) -> tuple[int, str | None, bytes]:
+    async def _post(self, body: bytes) -> _Reply:
         import aiohttp
 
         session = self._open()
         for attempt in (1, 2):
             try:
-                async with session.post(self._endpoint, data=body) as resp:
-                    raw = await resp.read()
+                # Like the sync client, never follow a redirect: it would re-send the text elsewhere.
+                async with session.post(self._endpoint, data=body, allow_redirects=False) as resp:
+                    reply = _Reply.of(resp.status, resp.headers, await resp.read())
                     self._answered += 1
-                    return resp.status, resp.headers.get("Retry-After"), raw
+                    return reply
             except aiohttp.ClientConnectorCertificateError as e:
-                raise self._unavailable(_why(e.certificate_error)) from None
+                raise self._unavailable(self._why(e.certificate_error)) from None
             except aiohttp.ClientConnectorError as e:  # a new connection failed: the daemon is not there
-                raise self._unavailable(_why(e.os_error)) from None
+                raise self._unavailable(self._why(e.os_error)) from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
                 # An established connection broke before the answer: after earlier answers, most
                 # likely a kept-alive one the daemon had closed. One more try, on a new connection.
                 if attempt == 2 or not self._answered:
-                    raise self._unavailable(_why(e)) from None
+                    raise self._unavailable(self._why(e)) from None
             except TimeoutError:
                 raise self._unavailable("timed out") from None
             except aiohttp.ClientError as e:
-                raise self._unavailable(_why(e)) from None
+                raise self._unavailable(self._why(e)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
         """Close the session and its connections; the client cannot be used afterwards."""
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._session = self._session, None
+        if session is None:
+            return
+        if asyncio.get_running_loop() is self._loop:
+            await session.close()
+        else:  # its connections belong to another (likely closed) loop: they go when collected
+            log.debug("the aigov session of another event loop is left to the garbage collector")
 
     async def __aenter__(self) -> AsyncClient:
         return self

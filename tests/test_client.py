@@ -7,12 +7,14 @@ a hang, TLS) use a small local stub server; everything else talks to the real da
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from aigov_cli.client import (
     AsyncClient,
     CheckResult,
     Client,
+    EventLoopMismatch,
     PolicyRef,
     RateLimited,
     Reason,
@@ -414,3 +417,212 @@ def test_socket_left_listening_but_never_accepting_is_a_timeout() -> None:
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
         with Client(url, "t", timeout=0.2) as aigov, pytest.raises(Unavailable, match="timed out"):
             aigov.check("hi", model="m")
+
+
+# --- what is aigov's answer, and what is not -----------------------------------------------
+
+SECRET = "PROMPT-ECHO-7f3a"  # a stand-in for a body that echoes the text checked: never in a message
+
+
+def raw(status: int, body: str, ctype: str, headers: dict[str, str] | None = None) -> Callable[..., web.Response]:
+    return lambda request: web.Response(status=status, body=body.encode(), headers={"Content-Type": ctype,
+                                                                                      **(headers or {})})
+
+
+def check_both(url: str, **kwargs: Any) -> list[CheckResult | AigovClientError]:
+    """One check with the sync client and one with the async client: each one's result or error."""
+    out: list[CheckResult | AigovClientError] = []
+    with Client(url, "t", **kwargs) as aigov:
+        try:
+            out.append(aigov.check("hi", model="m"))
+        except AigovClientError as e:
+            out.append(e)
+
+    async def run() -> None:
+        async with AsyncClient(url, "t", **kwargs) as aigov:
+            try:
+                out.append(await aigov.check("hi", model="m"))
+            except AigovClientError as e:
+                out.append(e)
+
+    asyncio.run(run())
+    return out
+
+
+@pytest.mark.parametrize(("status", "body", "ctype", "says"), [
+    (404, f"<html>Not Found: {SECRET}</html>", "text/html", "HTTP 404 (text/html), not as aigov does"),
+    (400, json.dumps({"error": f"bad thing {SECRET}"}), "application/json", "HTTP 400 (application/json)"),
+    (401, f"<html>proxy login {SECRET}</html>", "text/html; charset=utf-8", "HTTP 401 (text/html)"),
+    (200, json.dumps(ALLOW), "text/plain", "HTTP 200 (text/plain)"),
+    (200, f"{{not json {SECRET}", "application/json", "HTTP 200 (application/json), not as aigov does: not JSON"),
+    (200, json.dumps({"result": SECRET}), "application/json", "allowed is not true or false"),
+    (502, f"<html>bad gateway {SECRET}</html>", "text/html", "HTTP 502 (text/html)"),
+])
+def test_an_answer_not_aigovs_is_unavailable_and_never_quoted(
+    stub: Callable[..., Stub], status: int, body: str, ctype: str, says: str
+) -> None:
+    s = stub(raw(status, body, ctype))
+    for error in check_both(s.url()):
+        assert isinstance(error, Unavailable) and error.status == status and error.code is None
+        assert says in str(error) and SECRET not in str(error)
+    assert all(isinstance(r, CheckResult) and r.degraded for r in check_both(s.url(), on_error="open"))
+
+
+def test_aigovs_own_errors_keep_their_kinds(stub: Callable[..., Stub]) -> None:
+    def error(status: int, code: str) -> str:
+        return json.dumps({"error": {"code": code, "message": f"the {code} message"}})
+
+    for status, code, kind in [(401, "unauthorized", Unauthorized), (422, "validation_error", AigovClientError),
+                               (404, "not_found", AigovClientError), (503, "unavailable", Unavailable)]:
+        s = stub(raw(status, error(status, code), "application/json; charset=utf-8"))
+        for e in check_both(s.url()):
+            assert type(e) is kind and isinstance(e, AigovClientError)
+            assert e.status == status and e.code == code and f"the {code} message" in str(e)
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("7", 7.0), ("-5", 1.0), ("nan", 1.0), ("inf", 1.0),
+                                                 ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0), (None, 1.0)])
+def test_retry_after_is_finite_and_not_negative(stub: Callable[..., Stub], header: str | None,
+                                                seconds: float) -> None:
+    body = json.dumps({"error": {"code": "rate_limited", "message": "slow down"}})
+    s = stub(raw(429, body, "application/json", {"Retry-After": header} if header is not None else None))
+    for e in check_both(s.url()):
+        assert isinstance(e, RateLimited) and e.retry_after == seconds
+
+
+def test_redirects_are_never_followed(stub: Callable[..., Stub]) -> None:
+    elsewhere = stub(reply(200, ALLOW))
+    away = stub(raw(307, "", "text/plain", {"Location": elsewhere.url() + "/v1/check?x=1"}))
+    for e in check_both(away.url()):
+        assert isinstance(e, Unavailable) and e.status == 307
+        assert f"redirects to {elsewhere.url()} (HTTP 307)" in str(e) and "use the final URL" in str(e)
+    assert elsewhere.seen == []  # the text never reached the other origin
+    found = stub(raw(302, "", "text/html", {"Location": elsewhere.url() + "/v1/check"}))
+    assert all(isinstance(e, Unavailable) and "(HTTP 302)" in str(e) for e in check_both(found.url()))
+    loop = stub(raw(308, "", "text/plain", {"Location": "/v1/check"}))  # same origin, for ever
+    for e in check_both(loop.url()):
+        assert isinstance(e, Unavailable) and "redirects to itself (HTTP 308)" in str(e) and "aigov daemon?" in str(e)
+    assert len(loop.seen) == 2 and elsewhere.seen == []  # one request per client, none followed
+    assert all(isinstance(r, CheckResult) and r.degraded for r in check_both(loop.url(), on_error="open"))
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"decision": "block"}, "decision contradicts allowed"),
+    ({"allowed": False}, "decision contradicts allowed"),
+    ({"decision": "maybe"}, "decision is not 'allow' or 'block'"),
+    ({"allowed": "yes"}, "allowed is not true or false"),
+    ({"request_id": 7}, "request_id is not a string"),
+    ({"reasons": None}, "reasons is not a list"),
+    ({"reasons": ["x"]}, "reasons[0] is not an object"),
+    ({"reasons": [{"rule": "r", "detector": "d", "action": "monitor", "message": "m", "start": "zz"}]},
+     "reasons[0].start is not a character offset"),
+    ({"reasons": [{"rule": "r", "detector": "d", "action": "monitor", "message": "m", "end": True}]},
+     "reasons[0].end is not a character offset"),
+    ({"reasons": [{"rule": "r", "detector": "d", "action": "monitor", "message": "m", "start": -1}]},
+     "reasons[0].start is not a character offset"),
+    ({"reasons": [{"rule": "r", "detector": "d", "action": "monitor", "message": "m", "start": 5, "end": 2}]},
+     "reasons[0].start is after its end"),
+    ({"reasons": [{"rule": "r", "detector": 3, "action": "monitor", "message": "m"}]},
+     "reasons[0].detector is not a string"),
+    ({"reasons": [{"rule": "r", "detector": "d", "message": "m"}]}, "reasons[0].action is missing"),
+    ({"redacted_text": 5}, "redacted_text is not a string or null"),
+    ({"policy": "default"}, "policy is not an object"),
+    ({"policy": {"name": 1, "version": "abc"}}, "policy.name is not a string"),
+])
+def test_a_contradictory_or_mistyped_decision_is_refused(change: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError) as e:
+        CheckResult.from_json({**ALLOW, **change})
+    assert says in str(e.value)
+
+
+def test_a_decision_with_every_field_typed(stub: Callable[..., Stub]) -> None:
+    reason = {"rule": "r", "detector": "email", "action": "redact", "message": "m", "start": 0, "end": 3}
+    data = {**ALLOW, "reasons": [reason, {**reason, "start": None, "end": None}], "redacted_text": "[x]"}
+    assert CheckResult.from_json(data).reasons == (Reason("r", "email", "redact", "m", 0, 3),
+                                                   Reason("r", "email", "redact", "m"))
+    assert CheckResult.from_json({**ALLOW, "policy": None}).policy is None
+    s = stub(raw(200, json.dumps({**ALLOW, "decision": "block"}), "application/json"))
+    for e in check_both(s.url()):  # an invalid decision over HTTP: not aigov's answer
+        assert isinstance(e, Unavailable) and "decision contradicts allowed" in str(e)
+
+
+# --- an AsyncClient on a second event loop -------------------------------------------------
+
+
+def test_an_async_client_on_a_second_event_loop_says_so(stub: Callable[..., Stub]) -> None:
+    s = stub(reply(200, ALLOW))
+    aigov = AsyncClient(s.url(), "t", on_error="open")
+    first = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(aigov.check("hi", model="m")).allowed
+        with pytest.raises(EventLoopMismatch, match="first used on another one") as e:
+            asyncio.run(aigov.check("hi", model="m"))  # not degraded: a mistake, not an outage
+        assert isinstance(e.value, AigovClientError) and not isinstance(e.value, Unavailable)
+        first.run_until_complete(aigov.aclose())
+    finally:
+        first.close()
+
+    again = AsyncClient(s.url(), "t")
+    assert asyncio.run(again.check("hi", model="m")).allowed  # the first asyncio.run() closes its loop
+    with pytest.raises(EventLoopMismatch, match="first used on a closed one"):
+        asyncio.run(again.check("hi", model="m"))
+    # The first loop's connections cannot be closed from another: aclose() drops them, without an error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        asyncio.run(again.aclose())
+        gc.collect()
+
+
+# --- TLS: advice that fits the cause -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate it signed for the name other.example only (not 127.0.0.1): (ca, cert, key)."""
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is not installed (needed to make a test certificate)")
+    d = tmp_path_factory.mktemp("ca")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]  # EC: fast to make
+    (d / "ext").write_text("subjectAltName=DNS:other.example\n")
+    for args in (
+        ["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=aigov test CA"],
+        ["req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=other.example"],
+        ["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "leaf.pem", "-days", "2", "-extfile", "ext"],
+    ):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+    return d / "ca.pem", d / "leaf.pem", d / "leaf.key"
+
+
+def tls_stub(stub: Callable[..., Stub], cert: Path, key: Path) -> Stub:
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return stub(reply(200, ALLOW), ssl_context=ctx)
+
+
+def test_tls_a_name_mismatch_is_not_blamed_on_the_ca(stub: Callable[..., Stub],
+                                                      other_ca: tuple[Path, Path, Path]) -> None:
+    ca, cert, key = other_ca
+    s = tls_stub(stub, cert, key)
+    for e in check_both(s.url("https"), ca_file=str(ca)):
+        assert isinstance(e, Unavailable)
+        assert "TLS certificate is not for 127.0.0.1" in str(e) and "IP address mismatch" in str(e)
+        assert "subjectAltName" in str(e) and "ca_file" not in str(e) and "AIGOV_CA_FILE" not in str(e)
+
+
+def test_tls_a_given_ca_that_did_not_sign_it_is_named(stub: Callable[..., Stub], tls: tuple[Path, Path],
+                                                      other_ca: tuple[Path, Path, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = other_ca[0]
+    s = tls_stub(stub, *tls)  # self-signed for 127.0.0.1: the name fits, the CA does not
+    for e in check_both(s.url("https"), ca_file=str(ca)):
+        assert isinstance(e, Unavailable) and f"the CA of ca_file={str(ca)!r} did not sign it" in str(e)
+        assert "pass ca_file=" not in str(e)
+    monkeypatch.setenv("AIGOV_CA_FILE", str(ca))
+    for e in check_both(s.url("https")):
+        assert isinstance(e, Unavailable) and f"the CA of AIGOV_CA_FILE={str(ca)!r} did not sign it" in str(e)
+    monkeypatch.delenv("AIGOV_CA_FILE")
+    for e in check_both(s.url("https")):  # no CA given: then the advice is to give one
+        assert isinstance(e, Unavailable) and "pass ca_file= or set AIGOV_CA_FILE" in str(e)

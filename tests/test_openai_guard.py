@@ -6,7 +6,9 @@ No network: the SDK's base_url is the fake upstream (tests/fake_openai.py) on 12
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -242,6 +244,55 @@ async def test_async_aigov_down(upstream: FakeOpenAI) -> None:
     assert upstream.requests == []
     with pytest.raises(TypeError, match="needs an aigov AsyncClient"):
         guard(openai.AsyncOpenAI(api_key="k"), Client(url, "aigov_x"))  # type: ignore[arg-type]
+
+
+# --- closing: what the guard made, never what it was given ----------------------------------
+
+
+def resource_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_guard_closes_the_client_it_made_not_one_passed_in(aigov: tuple[DaemonProc, str], upstream: FakeOpenAI,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    d, token = aigov
+    monkeypatch.setenv("AIGOV_URL", d.url)
+    monkeypatch.setenv("AIGOV_TOKEN", token)
+    raw = openai.OpenAI(api_key="sk-test", base_url=upstream.url, max_retries=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with guard(raw) as c:  # the guard makes its own aigov Client
+            c.chat.completions.create(model="gpt-4o", messages=user("hi"))
+        del c
+        gc.collect()  # an aigov connection left open would warn here, when collected
+    assert resource_warnings(caught) == []
+    with Client(d.url, token) as checker:
+        with guard(raw, checker) as c:
+            c.chat.completions.create(model="gpt-4o", messages=user("hi"))
+        assert checker.check("hi", model="gpt-4o").allowed  # still the caller's, still open
+    raw.close()
+
+
+async def test_async_guard_closes_the_client_it_made_not_one_passed_in(
+    aigov: tuple[DaemonProc, str], upstream: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d, token = aigov
+    monkeypatch.setenv("AIGOV_URL", d.url)
+    monkeypatch.setenv("AIGOV_TOKEN", token)
+    raw = openai.AsyncOpenAI(api_key="sk-test", base_url=upstream.url, max_retries=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with guard(raw) as c:  # the guard makes its own aigov AsyncClient
+            await c.chat.completions.create(model="gpt-4o", messages=user("hi"))
+        del c
+        gc.collect()  # an unclosed aiohttp session warns here, when collected
+    assert resource_warnings(caught) == []
+    async with AsyncClient(d.url, token) as checker:
+        c = guard(raw, checker)
+        await c.chat.completions.create(model="gpt-4o", messages=user("hi"))
+        await c.close()
+        assert (await checker.check("hi", model="gpt-4o")).allowed  # still the caller's, still open
+    await raw.close()
 
 
 # --- the pure parts ------------------------------------------------------------------------

@@ -20,6 +20,9 @@ on the text assembled when the stream ends (just before its last event is handed
 earlier chunks have reached the caller by then, and a stream the caller stops reading early is
 not checked.
 
+The aigov client ``guard()`` makes when none is given is closed with the guarded client
+(``close()``, ``with`` / ``async with``); one the caller passes in is left open, for the caller to close.
+
 How: the guarded client's ``http_client`` is the SDK's own ``DefaultHttpxClient`` (or
 ``DefaultAsyncHttpxClient``: ``httpx2`` in openai 3.x, ``httpx`` before) with a transport that
 checks and then sends through a second default client, so the SDK's timeouts, retries,
@@ -360,8 +363,9 @@ def _sync_transport(hx: ModuleType) -> type:
     class GuardTransport(hx.BaseTransport):  # type: ignore[misc,name-defined]
         """Checks each request and its answer, and sends through the SDK's default client."""
 
-        def __init__(self, aigov: Client, checks: _Checks, inner: Any) -> None:
+        def __init__(self, aigov: Client, checks: _Checks, inner: Any, owns_aigov: bool) -> None:
             self.aigov, self.checks, self.inner = aigov, checks, inner
+            self.owns_aigov = owns_aigov  # guard() made the aigov client, so closes it too
 
         def _check(self, plan: _Plan, text: str, direction: str) -> CheckResult:
             try:
@@ -400,6 +404,8 @@ def _sync_transport(hx: ModuleType) -> type:
 
         def close(self) -> None:
             self.inner.close()
+            if self.owns_aigov:
+                self.aigov.close()
 
     class SyncStream(hx.SyncByteStream):  # type: ignore[misc,name-defined]
         """A streamed answer handed on as it arrives, checked when its last event comes."""
@@ -437,8 +443,9 @@ def _async_transport(hx: ModuleType) -> type:
     class AsyncGuardTransport(hx.AsyncBaseTransport):  # type: ignore[misc,name-defined]
         """Checks each request and its answer, and sends through the SDK's default async client."""
 
-        def __init__(self, aigov: AsyncClient, checks: _Checks, inner: Any) -> None:
+        def __init__(self, aigov: AsyncClient, checks: _Checks, inner: Any, owns_aigov: bool) -> None:
             self.aigov, self.checks, self.inner = aigov, checks, inner
+            self.owns_aigov = owns_aigov  # guard() made the aigov client, so closes it too
 
         async def _check(self, plan: _Plan, text: str, direction: str) -> CheckResult:
             try:
@@ -477,6 +484,8 @@ def _async_transport(hx: ModuleType) -> type:
 
         async def aclose(self) -> None:
             await self.inner.aclose()
+            if self.owns_aigov:
+                await self.aigov.aclose()
 
     class AsyncStream(hx.AsyncByteStream):  # type: ignore[misc,name-defined]
         """A streamed answer handed on as it arrives, checked when its last event comes."""
@@ -538,7 +547,11 @@ def guard(openai_client: OpenAIClient, aigov_client: Client | AsyncClient | None
 
     ``aigov_client`` defaults to ``Client()`` for ``OpenAI`` and ``AsyncClient()`` for
     ``AsyncOpenAI`` (URL and token from ``AIGOV_URL`` / ``AIGOV_TOKEN`` or the home's daemon).
+    That default client is closed with the returned one (``close()``, ``with`` / ``async with``).
+    An ``aigov_client`` passed in is never closed by the guard: it may serve other code, so
+    closing it stays with the caller.
     """
+    owned = aigov_client is None
     if isinstance(openai_client, openai.AsyncOpenAI):
         if aigov_client is None:
             aigov_client = AsyncClient()
@@ -546,7 +559,7 @@ def guard(openai_client: OpenAIClient, aigov_client: Client | AsyncClient | None
             raise TypeError("an AsyncOpenAI client needs an aigov AsyncClient (or None for the default one)")
         hx = _httpx_of(openai.DefaultAsyncHttpxClient)
         inner = _OwnedAsyncHttpClient()
-        transport = _async_transport(hx)(aigov_client, _Checks(hx, redact), inner)
+        transport = _async_transport(hx)(aigov_client, _Checks(hx, redact), inner, owned)
         return openai_client.with_options(http_client=_OwnedAsyncHttpClient(transport=transport))
     if isinstance(openai_client, openai.OpenAI):
         if aigov_client is None:
@@ -555,6 +568,6 @@ def guard(openai_client: OpenAIClient, aigov_client: Client | AsyncClient | None
             raise TypeError("an OpenAI client needs an aigov Client (or None for the default one)")
         hx = _httpx_of(openai.DefaultHttpxClient)
         inner = _OwnedHttpClient()
-        transport = _sync_transport(hx)(aigov_client, _Checks(hx, redact), inner)
+        transport = _sync_transport(hx)(aigov_client, _Checks(hx, redact), inner, owned)
         return openai_client.with_options(http_client=_OwnedHttpClient(transport=transport))
     raise TypeError(f"guard() takes an openai.OpenAI or openai.AsyncOpenAI client, not {type(openai_client).__name__}")
