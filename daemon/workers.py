@@ -54,9 +54,11 @@ def worker_count(config: Config) -> int:
 def check_workers(config: Config, n: int) -> None:
     """ConfigError when ``n`` processes would each keep their own limits."""
     if n > 1 and config.rate_limit_url.startswith("memory:"):
+        # Named as the setting (`--workers` sets it too), since either may have asked for it.
+        asked = f"{n}" if config.workers else f"auto ({n} cores)"
         raise ConfigError(
-            f"--workers {n} needs a shared rate limiter (with memory:// each process would allow the whole "
-            "limit): set rate_limit_url to a Redis URL, e.g. AIGOV_RATE_LIMIT_URL=redis://127.0.0.1:6379/0"
+            f"workers = {asked} needs a shared rate limiter (with memory:// each process would allow the "
+            "whole limit): set rate_limit_url to a Redis URL, e.g. AIGOV_RATE_LIMIT_URL=redis://127.0.0.1:6379/0"
         )
 
 
@@ -127,16 +129,27 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound (not listening) to ``host:port`` with SO_REUSEPORT: it fixes the port for every
-    worker when ``port`` is 0, and fails early when the port is taken."""
+    worker when ``port`` is 0, and fails early when the port is taken.
+
+    The port is first bound without SO_REUSEPORT: the kernel lets any process of the same user join a
+    SO_REUSEPORT port, so the workers of another `aigov serve --workers` (another home) would
+    otherwise share it with ours, and connections would go to either deployment."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as alone:
+            alone.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a TIME_WAIT is no one's
+            alone.bind((host, port))
+            port = alone.getsockname()[1]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}") from None
     return sock
 
 
@@ -175,7 +188,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> multiprocessing.connection.Connection:
         parent_end, child_end = self.ctx.Pipe(duplex=False)
-        proc = self.ctx.Process(target=worker_main, args=(self.config, slot, self.port, child_end),
+        proc = self.ctx.Process(target=worker_main, args=(self.config, slot, self.port, child_end, os.getpid()),
                                 name=f"aigov-worker-{slot}", daemon=False)
         proc.start()
         child_end.close()
@@ -210,8 +223,8 @@ class Supervisor:
                     lived = time.monotonic() - self.started_at[slot]
                     again = min(RESTART_BACKOFF_MAX, max(1.0, self.backoff[slot] * 2))
                     self.backoff[slot] = 0.0 if lived > 60 else again
-                    log.error("worker %d (pid %s) exited with code %s; restarting it%s", slot, proc.pid,
-                              proc.exitcode, f" in {self.backoff[slot]:g} s" if self.backoff[slot] else "")
+                    log.error("worker %d (pid %s) %s; restarting it%s", slot, proc.pid, _ended(proc.exitcode),
+                              f" in {self.backoff[slot]:g} s" if self.backoff[slot] else "")
                     self.procs[slot] = None
                     restart_at[slot] = time.monotonic() + self.backoff[slot]
                     self.on_change(self.pids())
@@ -236,7 +249,7 @@ class Supervisor:
                 proc.kill()
                 proc.join()
             elif proc.exitcode:
-                log.error("worker %d (pid %s) exited with code %s", slot, proc.pid, proc.exitcode)
+                log.error("worker %d (pid %s) %s", slot, proc.pid, _ended(proc.exitcode))
         for conn in self.starting.values():
             conn.close()
         self.starting.clear()
@@ -285,6 +298,17 @@ class Supervisor:
         return taken
 
 
+def _ended(exitcode: int | None) -> str:
+    """How a worker ended, in words: multiprocessing gives -N for a death by signal N."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name}"
+    return f"exited with code {exitcode}"
+
+
 def _wait_ready(conn: multiprocessing.connection.Connection, proc: Any, deadline: float) -> str | None:
     """None once the worker listens, else why it did not."""
     while time.monotonic() < deadline:
@@ -307,12 +331,33 @@ def _wait_ready(conn: multiprocessing.connection.Connection, proc: Any, deadline
 # --- a worker -----------------------------------------------------------------------------------
 
 
-def worker_main(config: Config, slot: int, port: int, conn: multiprocessing.connection.Connection) -> None:
-    """A worker process: run one daemon on the shared port until SIGTERM."""
+def _die_with(parent: int) -> None:
+    """Have the kernel send this process SIGTERM (a drain) when ``parent`` dies, however it dies.
+
+    A worker whose parent was killed with SIGKILL would otherwise go on serving the port, unseen by
+    `aigov status` and `aigov stop` (the pid file went with the parent), beside the workers of the
+    next `aigov serve`. Linux only (prctl); elsewhere workers outlive a killed parent."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def worker_main(config: Config, slot: int, port: int, conn: multiprocessing.connection.Connection,
+                parent: int) -> None:
+    """A worker process: run one daemon on the shared port until SIGTERM (or its parent's death)."""
     import asyncio
 
     from daemon.server import run_app
 
+    _die_with(parent)
     # Ctrl-C reaches every process of the terminal's group; the parent turns it into one SIGTERM each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, config.log_level.upper(), logging.INFO),

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -76,7 +77,13 @@ def prefix() -> Iterator[str]:
 def test_workers_need_a_shared_limiter(home: Path) -> None:
     r = cli(home, "serve", "--workers", "2", "--port", "0")
     assert r.returncode == 2
-    assert r.stderr.startswith("aigov: error: --workers 2 needs a shared rate limiter") and "rate_limit_url" in r.stderr
+    assert r.stderr.startswith("aigov: error: workers = 2 needs a shared rate limiter") and "rate_limit_url" in r.stderr
+    cores = len(os.sched_getaffinity(0))
+    if cores > 1:  # with one core, auto is one process, which serves
+        (home / "config.toml").write_text('workers = "auto"\n')
+        r = cli(home, "serve", "--port", "0")
+        assert r.returncode == 2
+        assert r.stderr.startswith(f"aigov: error: workers = auto ({cores} cores) needs a shared rate limiter")
     assert len(r.stderr.strip().splitlines()) == 1
     r = cli(home, "serve", "--workers", "many")
     assert r.returncode == 2 and "workers" in r.stderr and "Traceback" not in r.stderr
@@ -213,7 +220,7 @@ def test_a_dead_worker_is_restarted_and_sighup_reaches_every_worker(home: Path, 
             time.sleep(0.1)
         else:
             raise AssertionError(f"the killed worker was not replaced: {status(home, **env)}")
-        assert "worker 0 (pid" in d.output() and "restarting it" in d.output()
+        assert f"worker 0 (pid {pids[0]}) was killed by SIGKILL; restarting it" in d.output()
         assert f"worker 0 (pid {now[0]}) listening again" in d.output()
         # The survivor dies too: until it is back, the restarted worker alone listens, and answers.
         os.kill(pids[1], signal.SIGKILL)
@@ -249,6 +256,47 @@ def test_status_says_which_workers_listen_even_none(home: Path, workers: list[in
         assert "listening" not in cli(home, "status").stdout
     finally:
         held.release()
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie nobody reaped counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@needs_redis
+def test_workers_drain_and_exit_when_their_parent_is_killed(home: Path, prefix: str) -> None:
+    key = create_key(home, "orphans", "--rate-limit", "100000/1h")
+    env = redis_env(prefix)
+    with running_daemon(home, "--workers", "2", **env) as d:
+        pids = wait_for_workers(home, 2, **env)
+        assert d.check(key["token"], BODY).status == 200
+        d.proc.kill()  # SIGKILL: the parent cannot pass anything on
+        d.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while not all(gone(p) for p in pids):
+            assert time.monotonic() < deadline, f"workers {pids} outlived their parent"
+            time.sleep(0.1)
+        assert d.output().count("stopped (") == 2  # each drained: finished its requests, wrote its decisions
+    assert len(decision_ids(home)) == 1  # the one answered check was written before its worker exited
+    with running_daemon(home, "--workers", "2", **env) as again:  # the home and its port are free again
+        wait_for_workers(home, 2, **env)
+        assert again.check(key["token"], BODY).status == 200
+
+
+@needs_redis
+def test_a_port_another_deployments_workers_listen_on_is_refused(home: Path, prefix: str) -> None:
+    with socket.socket() as other:  # a worker of another home's `aigov serve --workers`
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        r = cli(home, "serve", "--workers", "2", "--port", str(port), **redis_env(prefix))
+    assert r.returncode == 2
+    assert r.stderr == f"aigov: error: cannot listen on 127.0.0.1:{port}: address already in use\n"
 
 
 @needs_redis
