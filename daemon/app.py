@@ -83,8 +83,11 @@ async def keys_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def limiter_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Close the rate limiter's and the throttle's connections on shutdown."""
+    """Try the rate limiter once at start; close its and the throttle's connections on shutdown."""
     svc = app[SERVICE]
+    # A limiter that cannot be used does not stop the daemon (rate_limit_on_error decides what checks
+    # get); the try makes it say so now, in the log and in /readyz, rather than at the first check.
+    await svc.limiter.start()
     yield
     await svc.throttle.close()
     await svc.limiter.close()

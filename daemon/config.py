@@ -29,6 +29,7 @@ FINGERPRINT_FILE = "fingerprint.key"
 LOG_INPUTS = ("none", "redacted", "full")
 RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "unix")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
+POSTGRESQL_FORM = "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,31 @@ def sqlite_path(url: str) -> str:
     return "/" + rest[3:].lstrip("/")
 
 
+def postgresql_url_problem(url: str) -> str | None:
+    """What a ``postgresql://`` URL lacks for aigov to use it (None when it names a host and a database).
+
+    libpq would fill the gaps with defaults (the local socket, a database named after the user), so
+    ``postgresql://`` alone would make tables wherever those point: aigov asks for both by name.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:
+        return f"not a valid URL ({e}): write it {POSTGRESQL_FORM}"
+    try:
+        parts.port  # noqa: B018  (read for its ValueError)
+    except ValueError:
+        return "the port must be a number from 1 to 65535"
+    query = parse_qs(parts.query, keep_blank_values=True)
+    host = parts.hostname or any(v for v in query.get("host", []))  # ?host=/run/postgresql: a unix socket
+    database = parts.path.strip("/")
+    missing = [what for what, there in (("host", host), ("database", database)) if not there]
+    if missing:
+        return f"names no {' and no '.join(missing)}: write it {POSTGRESQL_FORM}"
+    return None
+
+
 def parse_workers(value: int | str) -> int:
     """``workers``: a count (0 = one per core) or ``auto``; ValueError otherwise."""
     if isinstance(value, str):
@@ -264,16 +290,25 @@ def _validate(name: str, value: Any, source: str) -> None:
         if "://" not in value or scheme not in RATE_LIMIT_SCHEMES:
             raise ConfigError(f"{source}: {name} must be memory://, redis://HOST:PORT/DB, rediss://... or "
                               f"unix:///PATH?db=N, got {mask_url(value)!r}")
+        # All of it, here rather than when the limiter is made, so the message says where the URL came from.
+        from daemon.ratelimit.url import check_url
+
+        try:
+            check_url(value)
+        except ValueError as e:
+            raise ConfigError(f"{source}: {name} {mask_url(value)}: {e}") from None
     if name == "database_url" and value:
         scheme = value.partition(":")[0]
         if scheme not in DATABASE_SCHEMES or "://" not in value:
             raise ConfigError(f"{source}: {name} must be sqlite:///ABS/PATH or "
-                              f"postgresql://USER[:PASSWORD]@HOST:PORT/DB, got {mask_url(value)!r}")
+                              f"{POSTGRESQL_FORM}, got {mask_url(value)!r}")
         if scheme == "sqlite":
             try:
                 sqlite_path(value)
             except ValueError as e:
                 raise ConfigError(f"{source}: {name}: {e}") from None
+        elif why := postgresql_url_problem(value):
+            raise ConfigError(f"{source}: {name} {mask_url(value)}: {why}")
     if name == "policy_watch_interval" and value < 0:
         raise bad("must be 0 (off) or a number of seconds")
     if name == "sentry_dsn" and value:

@@ -68,3 +68,79 @@ def test_bad_env_value_names_the_variable(home: Path) -> None:
 def test_platform_dirs_without_home() -> None:
     p = resolve_paths({})
     assert p.home is None and "aigov" in str(p.config_dir) and "aigov" in str(p.data_dir)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis://", "rate_limit_url redis://: no host: redis://[:PASSWORD@]HOST:PORT/DB"),
+        ("redis://:s3cret@127.0.0.1:6379/-1", "rate_limit_url redis://:***@127.0.0.1:6379/-1: the database must be "
+                                              "a number from 0 up, not '-1'"),
+        ("unix:///run/redis.sock?db=²", "the database must be a number from 0 up, not '²'"),
+        ("memory://foo", "rate_limit_url memory://foo: nothing may follow memory://"),
+        ("redis://cache/0?socket_timeout=1", "unknown option 'socket_timeout'"),
+    ],
+)
+def test_a_bad_rate_limit_url_is_refused_with_its_file_and_line(home: Path, url: str, why: str) -> None:
+    (home / "config.toml").write_text(f"# limits\nrate_limit_url = {url!r}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"AIGOV_HOME": str(home)})
+    message = str(info.value)
+    assert message.startswith(f"{home / 'config.toml'}:2: rate_limit_url ") and why in message, message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize("url", ["memory://", "redis://127.0.0.1:6379/15", "rediss://:pw@cache:6380",
+                                 "unix:///run/redis.sock?db=2"])
+def test_good_rate_limit_urls_are_accepted(home: Path, url: str) -> None:
+    assert load_config({"rate_limit_url": url}, env={"AIGOV_HOME": str(home)}).rate_limit_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "lacks"),
+    [
+        ("postgresql://", "names no host and no database"),
+        ("postgres://aigov:s3cret@db.internal:5432", "names no database"),
+        ("postgresql://aigov:s3cret@db.internal:5432/", "names no database"),
+        ("postgresql://aigov:s3cret@/aigov", "names no host"),
+        ("postgresql:///aigov?host=", "names no host"),
+    ],
+)
+def test_a_postgresql_url_must_name_a_host_and_a_database(home: Path, url: str, lacks: str) -> None:
+    (home / "config.toml").write_text(f"database_url = {url!r}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"AIGOV_HOME": str(home)})
+    message = str(info.value)
+    assert message.startswith(f"{home / 'config.toml'}:1: database_url "), message
+    assert message.endswith(f"{lacks}: write it postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"), message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize("url", ["postgresql://aigov@db.internal/aigov",
+                                 "postgresql://aigov:pw@db.internal:5433/aigov?schema=team_a",
+                                 "postgresql:///aigov?host=/run/postgresql"])  # a unix socket's directory
+def test_postgresql_urls_naming_host_and_database_are_accepted(home: Path, url: str) -> None:
+    from daemon.storage.postgres_db import PgTarget
+
+    cfg = load_config({"database_url": url}, env={"AIGOV_HOME": str(home)})
+    target = PgTarget.parse(cfg.database_url)
+    assert target.host in ("db.internal", "/run/postgresql") and target.database == "aigov"
+
+
+@pytest.mark.parametrize(
+    ("line", "command", "expected"),
+    [
+        ('rate_limit_url = "redis://"', ["serve", "--port", "0"],
+         ":1: rate_limit_url redis://: no host: redis://[:PASSWORD@]HOST:PORT/DB"),
+        ('database_url = "postgresql://"', ["db", "status"],
+         ":1: database_url postgresql://: names no host and no database: "
+         "write it postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
+    ],
+)
+def test_the_cli_says_which_line_of_config_toml_is_wrong(home: Path, line: str, command: list[str],
+                                                         expected: str) -> None:
+    from tests.daemon_proc import cli
+
+    (home / "config.toml").write_text(line + "\n")
+    r = cli(home, *command)
+    assert r.returncode == 2 and r.stderr == f"aigov: error: {home / 'config.toml'}{expected}\n", r.stderr

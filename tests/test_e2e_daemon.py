@@ -380,3 +380,20 @@ def test_body_size_edge_on_the_direct_route(home: Path) -> None:
                     assert data["decision"] == "allow"
                 else:
                     assert data["error"]["code"] == "body_too_large"
+
+
+def test_a_rate_limiter_that_cannot_be_used_is_said_at_start(home: Path) -> None:
+    # The operator's case: nothing listens where rate_limit_url points. The daemon starts (requests
+    # get what rate_limit_on_error says), but says so in its log and /readyz before any check.
+    pytest.importorskip("redis")
+    port = free_port()
+    with running_daemon(home, AIGOV_RATE_LIMIT_URL=f"redis://:s3cret@127.0.0.1:{port}/0") as d:
+        ready = d.request("GET", "/readyz")
+        shown = f"redis://:***@127.0.0.1:{port}/0"
+        problems = ready.json()["problems"]
+        assert ready.status == 503 and len(problems) == 1, problems
+        assert problems[0].startswith(f"rate limiter: redis unreachable at {shown} (circuit open since ")
+        warnings = [line for line in d.output().splitlines() if " WARNING " in line]
+        assert len(warnings) == 1, d.output()
+        assert f"WARNING rate limiter: cannot use redis at {shown} (ConnectionError: " in warnings[0]
+        assert "s3cret" not in d.output() + ready.body.decode()

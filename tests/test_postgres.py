@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -19,7 +20,7 @@ from daemon.storage.postgres_decisions import append_chained, glob_regex
 from daemon.storage.postgres_keys import PostgresKeyStore
 from tests.audit_homes import records
 from tests.backends import Backend, drop_schema, needs_postgres, new_schema, pg_sql, run_sync, schema_url
-from tests.daemon_proc import AIGOV, cli, create_key, env_for, free_port
+from tests.daemon_proc import AIGOV, cli, create_key, env_for, free_port, running_daemon
 from tests.pg_cluster import PASSWORD, Cluster, needs_initdb
 
 pytestmark = needs_postgres
@@ -208,6 +209,19 @@ def test_db_status_of_an_empty_schema_migrates_nothing(url: str, home: Path) -> 
     assert status["location"] == url
     assert pg_sql(url, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?",
                   PgTarget.parse(url).schema) == [(0,)]
+
+
+def test_db_status_says_which_database_it_looked_at(url: str, home: Path) -> None:
+    parts = urlsplit(url)
+    schema = parse_qs(parts.query)["schema"][0]
+    want = {"host": parts.hostname, "port": parts.port or 5432, "database": parts.path.strip("/"),
+            "schema": schema, "user": parts.username or ""}
+    r = cli(home, "db", "status", "--json", AIGOV_DATABASE_URL=url)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["database"] == want
+    text = cli(home, "db", "status", AIGOV_DATABASE_URL=url).stdout
+    assert f"database  host {want['host']}, port {want['port']}, database {want['database']}, schema {schema}" in text
+    assert json.loads(cli(home, "db", "status", "--json").stdout)["database"] == {"path": str(home / "aigov.db")}
 
 
 # --- connection errors: one line, host and database named, exit 2, no password ---------------
@@ -411,7 +425,30 @@ def test_db_copy_refuses_a_broken_chain_and_leaves_the_target_empty(home: Path, 
 def test_db_copy_usage_errors(home: Path, url: str) -> None:
     r = cli(home, "db", "copy", "--to", "mysql://u:hunter2@h/db")
     assert r.returncode == 2 and "postgresql://" in r.stderr and "hunter2" not in r.stderr
+    r = cli(home, "db", "copy", "--to", "postgresql://u:hunter2@/")  # libpq's defaults would pick a database
+    assert r.returncode == 2 and r.stderr == ("aigov: error: --to postgresql://u:***@/: names no host and no "
+                                              "database: write it postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE\n")
     r = cli(home, "db", "copy", "--to", url)
     assert r.returncode == 2 and "no SQLite database" in r.stderr
     r = cli(home, "db", "copy", "--to", url, AIGOV_DATABASE_URL=url)
     assert r.returncode == 2 and "copies from the SQLite store" in r.stderr
+
+
+def test_db_copy_refuses_while_the_homes_daemon_runs(home: Path, url: str) -> None:
+    create_key(home, "keep")
+    with running_daemon(home) as d:  # decisions it wrote after the copy would stay behind in SQLite
+        r = cli(home, "db", "copy", "--to", url)
+        _one_line_error(r, f"the daemon (pid {d.proc.pid}) is running on {home / 'aigov.db'}: stop it first")
+    assert pg_sql(url, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ?",
+                  PgTarget.parse(url).schema) == [(0,)]  # refused before anything was made
+    r = cli(home, "db", "copy", "--to", url)
+    assert r.returncode == 0, r.stderr
+
+
+def test_db_copy_refusal_of_a_store_in_use_names_the_schema(home: Path, url: str) -> None:
+    create_key(home, "here")
+    assert cli(home, "keys", "create", "--name", "there", AIGOV_DATABASE_URL=url).returncode == 0
+    target = PgTarget.parse(url)
+    _one_line_error(cli(home, "db", "copy", "--to", url),
+                    f"PostgreSQL at {target.host}:{target.port}, database {target.database}, schema {target.schema} "
+                    "already holds 1 key(s) and 0 decision(s)")

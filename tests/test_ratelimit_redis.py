@@ -8,6 +8,8 @@ faults are done to private redis-server processes started here on free ports.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import multiprocessing
 import shutil
 import signal
@@ -66,10 +68,12 @@ def test_urls_accepted(url: str, expected: dict[str, Any]) -> None:
     ("memcached://:s3cret@cache:11211", "the scheme must be redis://, rediss:// or unix://"),
     ("redis://:s3cret@cache:port/0", "not a valid URL"),
     ("redis://:s3cret@cache:0/0", "the port must be 1-65535"),
-    ("redis://:s3cret@cache:6379/zero", "the database must be a number, not 'zero'"),
+    ("redis://:s3cret@cache:6379/zero", "the database must be a number from 0 up, not 'zero'"),
     ("redis://:s3cret@:6379/0", "no host"),
+    ("redis://:s3cret@cache:6379/-1", "the database must be a number from 0 up, not '-1'"),
+    ("memory://", "the scheme must be redis://, rediss:// or unix://"),
     ("unix://?db=1&password=s3cret", "a unix:// URL needs the socket's path"),
-    ("unix:///run/r.sock?db=x&password=s3cret", "the database must be a number, not 'x'"),
+    ("unix:///run/r.sock?db=x&password=s3cret", "the database must be a number from 0 up, not 'x'"),
     ("redis://:s3cret@cache/0?socket_timeout=9", "unknown option 'socket_timeout'"),
     ("redis://:s3cret@cache/0?ssl_certfile=/c.pem", "unknown option 'ssl_certfile'"),  # TLS options need rediss
 ])
@@ -528,3 +532,102 @@ async def test_tls_url(tmp_path: Path) -> None:
         await trusted.close()
         await untrusted.close()
         server.stop()
+
+
+# -- the daemon with a limiter it cannot use at start ----------------------------------------------
+
+
+@pytest.fixture(params=["refused", "wrong password", "database 99", "no unix socket"])
+def unusable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A limiter URL (with a password to hide) that fails at once, and a word of why."""
+    if request.param == "refused":
+        port = free_port()
+        yield f"redis://:s3cret@127.0.0.1:{port}/0", f"ConnectionError: Error 111 connecting to 127.0.0.1:{port}"
+    elif request.param == "no unix socket":
+        yield f"unix://{tmp_path}/missing.sock?db=0&password=s3cret", "No such file"
+    else:
+        if not Path(REDIS_SERVER).exists():
+            pytest.skip(f"{REDIS_SERVER} is not installed: no private Redis to break")
+        server = PrivateRedis("--requirepass", "right-pw")
+        try:
+            if request.param == "wrong password":
+                yield f"redis://:s3cret@127.0.0.1:{server.port}/0", "invalid username-password pair"
+            else:
+                yield f"redis://:right-pw@127.0.0.1:{server.port}/99", "DB index is out of range"
+        finally:
+            server.stop()
+
+
+def limiter_logs(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    """The rate limiter's own log lines at ``level`` (not the wrong-secret throttle's)."""
+    return [r.getMessage() for r in caplog.records if r.levelno == level and r.getMessage().startswith("rate limiter")]
+
+
+async def test_a_limiter_that_cannot_be_used_at_start_is_said_at_start(
+    home: Path, unusable: tuple[str, str], aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from daemon.app import create_app
+    from daemon.config import load_config
+
+    url, why = unusable
+    shown = mask_url(url)
+    client = await aiohttp_client(create_app(load_config({"rate_limit_url": url})))  # starts, all the same
+    ready = await client.get("/readyz")  # before any check
+    problems = (await ready.json())["problems"]
+    assert ready.status == 503 and len(problems) == 1, problems
+    assert problems[0].startswith(f"rate limiter: redis unreachable at {shown} (circuit open since ")
+    assert why in problems[0]
+    warnings = limiter_logs(caplog, logging.WARNING)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"rate limiter: cannot use redis at {shown} (") and why in warnings[0], warnings
+    assert warnings[0].endswith("checks are let through without a limit (rate_limit_on_error = open) "
+                                "until it answers again")
+    assert "s3cret" not in caplog.text + json.dumps(problems)
+
+
+@needs_redis_server
+async def test_the_start_waits_no_longer_than_the_timeout_for_a_hung_redis(
+    home: Path, server: PrivateRedis, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from daemon.app import create_app
+    from daemon.config import load_config
+
+    server.signal(signal.SIGSTOP)  # connections are accepted, nothing is answered
+    cfg = load_config({"rate_limit_url": server.url, "rate_limit_timeout": TIMEOUT, "rate_limit_on_error": "closed"})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    client = await aiohttp_client(create_app(cfg))
+    assert TIMEOUT <= loop.time() - t0 < TIMEOUT + SLACK + 0.5  # the +0.5: the rest of the app's start
+    assert (await client.get("/readyz")).status == 503
+    [warning] = limiter_logs(caplog, logging.WARNING)
+    assert f"no answer within {TIMEOUT * 1000:g} ms" in warning
+    assert "checks are answered 503 rate_limit_unavailable (rate_limit_on_error = closed)" in warning
+
+
+@needs_redis_server
+async def test_ready_once_redis_answers_and_each_outage_said_once(
+    home: Path, server: PrivateRedis, aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from daemon.app import SERVICE, create_app
+    from daemon.config import load_config
+
+    caplog.set_level(logging.INFO, logger="aigov")
+    server.signal(signal.SIGKILL)
+    client = await aiohttp_client(create_app(load_config({"rate_limit_url": server.url})))
+    limiter = client.app[SERVICE].limiter
+    assert (await client.get("/readyz")).status == 503
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await asyncio.to_thread(server.start)
+    await poll(ready, 2.0, "/readyz ready once Redis answers")
+    assert (await limiter.check("k", 5, 60)).allowed
+    assert limiter_logs(caplog, logging.INFO) == [f"rate limiter: redis at {server.url} answers again; "
+                                                  "limits are enforced"]
+    server.signal(signal.SIGKILL)  # a second outage, met by checks: said once, however many fail
+    for _ in range(10):
+        with pytest.raises(RateLimiterUnavailable):
+            await limiter.check("k", 5, 60)
+    assert not await ready()
+    assert len(limiter_logs(caplog, logging.WARNING)) == 2, caplog.text

@@ -31,6 +31,7 @@ def status(
         out: dict[str, Any] = {
             "backend": reader.backend,
             "location": reader.location(),
+            "database": reader.where(),
             "schema_version": reader.schema_version(),
             "current_version": reader.current_version,
             "pending_migrations": reader.pending_migrations(),
@@ -40,6 +41,8 @@ def status(
         print_json(out)
         return
     typer.echo(f"backend   {out['backend']} ({out['location']})")
+    if out["backend"] == "postgresql":  # the URL may leave them to defaults: say what was looked at
+        typer.echo("database  " + ", ".join(f"{k} {v}" for k, v in out["database"].items() if v != ""))
     pending = out["pending_migrations"]
     typer.echo(f"schema    version {out['schema_version']} of {out['current_version']}"
                + (f"; pending: {', '.join(map(str, pending))} (run `aigov db upgrade`)" if pending else ", current"))
@@ -77,8 +80,9 @@ def copy(
     import asyncio
 
     from aigov_cli.output import print_json
-    from daemon.config import mask_url
+    from daemon.config import mask_url, postgresql_url_problem
     from daemon.errors import ConfigError
+    from daemon.pidfile import daemon_running
     from daemon.storage.pg_copy import copy_sqlite_to_postgres
 
     cfg = load_cfg()
@@ -87,6 +91,14 @@ def copy(
                           f"{mask_url(cfg.database_url)}; run it where database_url is empty or sqlite:///...")
     if not to.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"--to must be a postgresql://USER[:PASSWORD]@HOST:PORT/DB URL, got {mask_url(to)!r}")
+    if why := postgresql_url_problem(to):
+        raise ConfigError(f"--to {mask_url(to)}: {why}")
+    running = daemon_running(cfg.paths.pid_file)
+    # What a daemon writes after the copy's moment would be left behind in SQLite, unseen; one that
+    # says it uses another store (started with another database_url) is no risk to this copy.
+    if running is not None and running.get("db", str(cfg.db_file)) == str(cfg.db_file):
+        raise ConfigError(f"the daemon (pid {running.get('pid') or '?'}) is running on {cfg.db_file}: stop it first "
+                          "(aigov stop), so that no decision it writes is left behind by the copy")
     report = asyncio.run(copy_sqlite_to_postgres(cfg.db_file, to))
     if as_json:
         print_json({"from": str(cfg.db_file), "to": mask_url(to), **report.as_dict()})

@@ -33,6 +33,7 @@ def from_config(config: Config) -> tuple[RateLimiter, FailureThrottle]:
     except ImportError as e:
         raise ConfigError(str(e)) from None
     try:
-        return redis_backend(url, prefix=config.redis_prefix, timeout=config.rate_limit_timeout)
+        return redis_backend(url, prefix=config.redis_prefix, timeout=config.rate_limit_timeout,
+                             on_error=config.rate_limit_on_error)
     except ValueError as e:
         raise ConfigError(str(e)) from None

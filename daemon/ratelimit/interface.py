@@ -48,6 +48,12 @@ class RateLimiter(abc.ABC):
         """Why the backend cannot be relied on right now (for ``/readyz``), or None when it can."""
         return None
 
+    async def start(self) -> None:  # noqa: B027  (optional hook: most limiters have nothing to try)
+        """Try the backend once, within the limiter's timeout, before the daemon serves; never raises.
+
+        A backend that cannot be used is logged and reported by :meth:`problem` until it works.
+        """
+
     async def close(self) -> None:  # noqa: B027  (optional hook: most limiters hold nothing to close)
         """Release connections; the limiter is not used afterwards."""
 

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 try:
     from redis.asyncio.connection import AbstractConnection, Connection, parse_url
@@ -45,11 +46,16 @@ from daemon.ratelimit.interface import (
     RateLimiter,
     RateLimiterUnavailable,
 )
+from daemon.ratelimit.url import REDIS_SCHEMES, check_url
 
-SCHEMES = ("redis", "rediss", "unix")
-# Query options a URL may carry; the timeouts, retries and health checks are ours to set.
-_URL_OPTIONS = {"db", "password", "username", "client_name"}
-_TLS_OPTIONS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+log = logging.getLogger("aigov")
+
+SCHEMES = REDIS_SCHEMES
+# What checks get while Redis cannot be asked (rate_limit_on_error), for the outage's warning.
+_ON_ERROR = {
+    "open": "checks are let through without a limit (rate_limit_on_error = open)",
+    "closed": "checks are answered 503 rate_limit_unavailable (rate_limit_on_error = closed)",
+}
 
 # The memory limiter's bucket (TokenBucket.take and MemoryRateLimiter.take), step for step and in the
 # same floating-point operations, so both answer alike. Numbers are stored with 17 significant digits
@@ -164,32 +170,12 @@ def connection_options(url: str, timeout: float) -> dict[str, Any]:
     def bad(why: str) -> ValueError:
         return ValueError(f"rate_limit_url {shown}: {why}")
 
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise bad(f"not a valid URL ({e})") from None
-    if parts.scheme not in SCHEMES:
+    if url.startswith("memory:"):
         raise bad("the scheme must be redis://, rediss:// or unix://")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    allowed = _URL_OPTIONS | (_TLS_OPTIONS if parts.scheme == "rediss" else set())
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        raise bad(f"unknown option {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise bad("a unix:// URL needs the socket's path: unix:///PATH?db=N")
-    else:
-        if not parts.hostname:
-            raise bad("no host: redis://[:PASSWORD@]HOST:PORT/DB")
-        if port == 0:
-            raise bad("the port must be 1-65535")
-        db = parts.path.strip("/")
-        if db and not db.isdigit():
-            raise bad(f"the database must be a number, not {db!r}")
-    for value in query.get("db", []):
-        if not value.isdigit():
-            raise bad(f"the database must be a number, not {value!r}")
+    try:
+        check_url(url)
+    except ValueError as e:
+        raise bad(str(e)) from None
     try:
         kwargs: dict[str, Any] = dict(parse_url(url))
     except ValueError as e:
@@ -218,6 +204,7 @@ class RedisBackend:
         failures_to_open: int = 3,
         probe_min: float = 0.05,
         probe_max: float = 0.5,
+        on_error: str = "open",
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"redis_prefix {prefix!r}: must be non-empty, without braces")
@@ -230,6 +217,7 @@ class RedisBackend:
         self.failures_to_open = failures_to_open
         self.probe_min = probe_min
         self.probe_max = probe_max
+        self.on_error = _ON_ERROR.get(on_error, _ON_ERROR["open"])
         # Scrubbed from every error text redis-py gives us, in case one ever quotes it.
         self._password: str | None = kwargs.get("password") or None
         connection_class = kwargs.pop("connection_class", Connection)
@@ -251,6 +239,19 @@ class RedisBackend:
     def key(self, key_id: str, kind: str) -> str:
         """The Redis key of ``key_id``'s ``kind`` of state, hash-tagged so all of a key's state shares a slot."""
         return f"{{{self.prefix}:{key_id}}}:{kind}"
+
+    async def start(self) -> None:
+        """Try Redis once, as the probe does, within ``timeout``; never raises.
+
+        A daemon whose Redis cannot be used must still start (``rate_limit_on_error`` decides what
+        checks get), but must not look ready: when this try fails the circuit opens at once, so the
+        warning is logged now, ``/readyz`` says why, and the probe closes the circuit when Redis answers.
+        """
+        if self._closed or self.open_since is not None:
+            return
+        results = await asyncio.gather(*self._probe_calls(), return_exceptions=True)
+        if any(isinstance(r, BaseException) for r in results) and self.open_since is None:
+            self._open_circuit()
 
     # -- calls -------------------------------------------------------------------------------------
 
@@ -364,27 +365,37 @@ class RedisBackend:
     def _round_trip_failed(self, why: str) -> None:
         self.consecutive_failures += 1
         if self.open_since is None and self.consecutive_failures >= self.failures_to_open and not self._closed:
-            self.open_since = time.time()
-            self._prober = asyncio.get_running_loop().create_task(self._probe())
-            # Calls queued behind the failed batch would wait again for nothing.
-            waiting, self._pending = self._pending, []
-            for c in waiting:
-                self._fail(c, self._unavailable())
+            self._open_circuit()
+
+    def _open_circuit(self) -> None:
+        """Start an outage: calls fail at once, the probe retries, and the operator is told (once per outage)."""
+        self.open_since = time.time()
+        log.warning("rate limiter: cannot use redis at %s (%s); %s until it answers again",
+                    self.url, self.last_error, self.on_error)
+        self._prober = asyncio.get_running_loop().create_task(self._probe())
+        # Calls queued behind the failed batch would wait again for nothing.
+        waiting, self._pending = self._pending, []
+        for c in waiting:
+            self._fail(c, self._unavailable())
 
     async def _probe(self) -> None:
         """While the circuit is open, try Redis after a pause that doubles up to ``probe_max``; close it on success."""
         pause = self.probe_min
         while self.open_since is not None and not self._closed:
             await asyncio.sleep(pause)
-            # Load the scripts (a restarted Redis has none) and write a key (a replica would refuse).
-            probes = [self._submit(command, probe=True) for command in _LOAD_SCRIPTS]
-            probes.append(self._submit(pack("SET", f"{{{self.prefix}}}:probe", "1", "PX", "1000"), probe=True))
-            results = await asyncio.gather(*probes, return_exceptions=True)
+            results = await asyncio.gather(*self._probe_calls(), return_exceptions=True)
             if not any(isinstance(r, BaseException) for r in results):
                 self.open_since = None
                 self.consecutive_failures = 0
+                log.info("rate limiter: redis at %s answers again; limits are enforced", self.url)
                 return
             pause = min(pause * 2, self.probe_max)
+
+    def _probe_calls(self) -> list[asyncio.Future[Any]]:
+        # Load the scripts (a restarted Redis has none) and write a key (a replica would refuse).
+        probes = [self._submit(command, probe=True) for command in _LOAD_SCRIPTS]
+        probes.append(self._submit(pack("SET", f"{{{self.prefix}}}:probe", "1", "PX", "1000"), probe=True))
+        return probes
 
     def _unavailable(self) -> str:
         if self._closed:
@@ -466,6 +477,10 @@ class RedisRateLimiter(RateLimiter):
         """"redis unreachable at URL (circuit open since ...)" while the circuit is open, else None."""
         return self.backend.problem()
 
+    async def start(self) -> None:
+        """Try Redis once (see :meth:`RedisBackend.start`)."""
+        await self.backend.start()
+
     async def close(self) -> None:
         """Close the shared connection."""
         await self.backend.close()
@@ -497,10 +512,13 @@ class RedisFailureThrottle(FailureThrottle):
 
 
 def redis_backend(
-    url: str, *, prefix: str = "aigov", timeout: float = 0.05
+    url: str, *, prefix: str = "aigov", timeout: float = 0.05, on_error: str = "open"
 ) -> tuple[RedisRateLimiter, RedisFailureThrottle]:
-    """A limiter and a throttle sharing one connection to the Redis at ``url``; ValueError for a bad URL."""
-    backend = RedisBackend(url, prefix=prefix, timeout=timeout)
+    """A limiter and a throttle sharing one connection to the Redis at ``url``; ValueError for a bad URL.
+
+    ``on_error`` (``rate_limit_on_error``) only tells the outage's warning what checks then get.
+    """
+    backend = RedisBackend(url, prefix=prefix, timeout=timeout, on_error=on_error)
     return RedisRateLimiter(backend), RedisFailureThrottle(backend)
 
 

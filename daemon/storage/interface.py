@@ -249,6 +249,11 @@ class DecisionReader(abc.ABC):
         """Where the store is, for people: a file path, or a URL without its password."""
 
     @abc.abstractmethod
+    def where(self) -> dict[str, str | int]:
+        """Where the store is, part by part: ``path``, or ``host``, ``port``, ``database``, ``schema``
+        and ``user`` (never the password)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the connection."""
 

@@ -6,7 +6,7 @@ chain, seq and hashes. Before the transaction commits, every chain is verified a
 arrived; a copy that does not verify, or an interruption, leaves the target as it was. The target
 must be empty (a second copy is refused, not merged). The SQLite file is read in one read
 transaction: a daemon still writing to it does not make the copy inconsistent, but what it writes
-after the copy began is not in the copy (stop it first).
+after the copy began is not in the copy (so ``aigov db copy`` refuses while the home's daemon runs).
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ async def _copy(src: sqlite3.Connection, conn: Any, target: PgTarget) -> CopyRep
     held = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}"))
             for t in ("api_keys", "key_tombstones", "decisions", "chains")}
     if any(held.values()):
-        raise StorageError(f"{target.describe()} already holds {held['api_keys']} key(s) and {held['decisions']} "
-                           "decision(s): aigov db copy only fills an empty store (nothing was copied)")
+        raise StorageError(f"{target.describe()}, schema {target.schema} already holds {held['api_keys']} key(s) "
+                           f"and {held['decisions']} decision(s): aigov db copy only fills an empty store "
+                           "(nothing was copied)")
     async with conn.transaction():
         await conn.execute("SET LOCAL statement_timeout = 0")
         # Keys keep everything but their change number: the target's triggers give them new ones.

@@ -76,12 +76,14 @@ class PgTarget:
     @classmethod
     def parse(cls, url: str) -> PgTarget:
         """Split a ``postgresql://`` URL; ConfigError (password masked) when it cannot be one."""
-        from daemon.config import mask_url
+        from daemon.config import mask_url, postgresql_url_problem
 
         masked = mask_url(url)
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(f"database_url {masked}: not a postgresql:// URL")
+        if why := postgresql_url_problem(url):
+            raise ConfigError(f"database_url {masked}: {why}")
         try:
             port = parts.port or 5432
         except ValueError:
@@ -93,8 +95,10 @@ class PgTarget:
                               f"got {schema!r}")
         rest = urlencode([(k, v) for k, v in query if k != "schema"])
         dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
-        database = unquote(parts.path.lstrip("/")) or unquote(parts.username or "") or "postgres"
-        return cls(dsn=dsn, schema=schema, host=parts.hostname or "localhost", port=port, database=database,
+        database = unquote(parts.path.lstrip("/"))
+        # A unix socket's directory comes as ?host=/PATH (the URL's host part stays empty).
+        host = parts.hostname or next((v for k, v in query if k == "host" and v), "")
+        return cls(dsn=dsn, schema=schema, host=host, port=port, database=database,
                    user=unquote(parts.username or ""), masked=mask_url(url))
 
     def describe(self) -> str:
@@ -104,6 +108,11 @@ class PgTarget:
     def location(self) -> str:
         """The URL without its password (for ``aigov db status`` and findings)."""
         return self.masked
+
+    def where(self) -> dict[str, str | int]:
+        """Host, port, database, schema and user, each by name (``aigov db status``; never the password)."""
+        return {"host": self.host, "port": self.port, "database": self.database, "schema": self.schema,
+                "user": self.user}
 
 
 def quote_ident(name: str) -> str:

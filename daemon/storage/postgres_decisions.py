@@ -538,6 +538,10 @@ class PostgresDecisionReader(DecisionReader):
         """The URL, without its password."""
         return self.target.location()
 
+    def where(self) -> dict[str, str | int]:
+        """Host, port, database, schema and user."""
+        return self.target.where()
+
 
 async def _latency(conn: asyncpg.Connection, cond: str, params: list[Any]) -> dict[str, float | None]:
     """Nearest-rank percentiles (percentile_disc is exactly that), max and mean of latency_ms.

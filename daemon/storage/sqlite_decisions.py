@@ -399,5 +399,9 @@ class SqliteDecisionReader(DecisionReader):
         """The database file."""
         return str(self.path)
 
+    def where(self) -> dict[str, str | int]:
+        """The database file."""
+        return {"path": str(self.path)}
+
 
 PERCENTILES = (50, 90, 95, 99)
