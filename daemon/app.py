@@ -178,6 +178,7 @@ def create_app(
         problems = await svc.problems()
         status["ready"] = not problems
         status["problems"] = problems
+        status["degraded"] = svc.degraded()
         return json_response(status, status=200 if not problems else 503)
 
     async def metrics(request: web.Request) -> web.StreamResponse:

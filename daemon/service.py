@@ -146,8 +146,19 @@ class Service:
             problems.append(f"database: {e}")
         if self.dlog.failure is not None:
             problems.append(f"decision log: writes are failing and being retried ({self.dlog.failure})")
-        if (why := self.limiter.problem()) is not None:
+        if self.fail_closed and (why := self.limiter.problem()) is not None:
             problems.append(f"rate limiter: {why}")
         if self.closing:
             problems.append("shutting down")
         return problems
+
+    def degraded(self) -> list[str]:
+        """What is wrong but does not keep this daemon from answering checks.
+
+        With rate_limit_on_error = "open" a limiter outage is one: checks are answered, only without
+        a limit. Were it a reason not to be ready, a load balancer or Kubernetes would take every
+        daemon sharing that Redis out of service at once, turning the outage "open" is meant to
+        ride out into an outage of aigov."""
+        if not self.fail_closed and (why := self.limiter.problem()) is not None:
+            return [f"rate limiter: {why}"]
+        return []

@@ -390,9 +390,13 @@ def test_a_rate_limiter_that_cannot_be_used_is_said_at_start(home: Path) -> None
     with running_daemon(home, AIGOV_RATE_LIMIT_URL=f"redis://:s3cret@127.0.0.1:{port}/0") as d:
         ready = d.request("GET", "/readyz")
         shown = f"redis://:***@127.0.0.1:{port}/0"
-        problems = ready.json()["problems"]
-        assert ready.status == 503 and len(problems) == 1, problems
-        assert problems[0].startswith(f"rate limiter: redis unreachable at {shown} (circuit open since ")
+        # rate_limit_on_error = open (the default): checks are answered, so the daemon stays ready
+        # and says what is degraded.
+        data = ready.json()
+        assert ready.status == 200 and data["ready"] is True and data["problems"] == [], data
+        assert len(data["degraded"]) == 1, data
+        assert data["degraded"][0].startswith(f"rate limiter: redis unreachable at {shown} (circuit open since ")
+        assert f"degraded: rate limiter: redis unreachable at {shown}" in cli(home, "status").stdout
         warnings = [line for line in d.output().splitlines() if " WARNING " in line]
         assert len(warnings) == 1, d.output()
         assert f"WARNING rate limiter: cannot use redis at {shown} (ConnectionError: " in warnings[0]

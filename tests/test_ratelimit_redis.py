@@ -571,16 +571,16 @@ async def test_a_limiter_that_cannot_be_used_at_start_is_said_at_start(
 
     url, why = unusable
     shown = mask_url(url)
-    client = await aiohttp_client(create_app(load_config({"rate_limit_url": url})))  # starts, all the same
-    ready = await client.get("/readyz")  # before any check
+    client = await aiohttp_client(create_app(load_config({"rate_limit_url": url, "rate_limit_on_error": "closed"})))
+    ready = await client.get("/readyz")  # before any check; it starts all the same
     problems = (await ready.json())["problems"]
-    assert ready.status == 503 and len(problems) == 1, problems
+    assert ready.status == 503 and len(problems) == 1, problems  # closed: checks get 503, so not ready
     assert problems[0].startswith(f"rate limiter: redis unreachable at {shown} (circuit open since ")
     assert why in problems[0]
     warnings = limiter_logs(caplog, logging.WARNING)
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith(f"rate limiter: cannot use redis at {shown} (") and why in warnings[0], warnings
-    assert warnings[0].endswith("checks are let through without a limit (rate_limit_on_error = open) "
+    assert warnings[0].endswith("checks are answered 503 rate_limit_unavailable (rate_limit_on_error = closed) "
                                 "until it answers again")
     assert "s3cret" not in caplog.text + json.dumps(problems)
 
@@ -613,7 +613,9 @@ async def test_ready_once_redis_answers_and_each_outage_said_once(
 
     caplog.set_level(logging.INFO, logger="aigov")
     server.signal(signal.SIGKILL)
-    client = await aiohttp_client(create_app(load_config({"rate_limit_url": server.url})))
+    # Closed: a limiter outage is a reason not to be ready (with open, only degraded: see test_e2e_daemon).
+    client = await aiohttp_client(create_app(load_config({"rate_limit_url": server.url,
+                                                          "rate_limit_on_error": "closed"})))
     limiter = client.app[SERVICE].limiter
     assert (await client.get("/readyz")).status == 503
 

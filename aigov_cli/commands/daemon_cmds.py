@@ -241,6 +241,7 @@ def status(
                 queue_depth=ready.get("queue_depth"), ready=ready.get("ready"),
                 policy_version=ready.get("policy_version"), version=ready.get("version"),
                 decision_log_healthy=ready.get("decision_log_healthy"), problems=ready.get("problems", []),
+                degraded=ready.get("degraded", []),
             )
         else:
             out["ready"] = False
@@ -259,6 +260,8 @@ def status(
             )
             for problem in out["problems"]:
                 typer.echo(f"  not ready: {problem}")
+            for problem in out["degraded"]:
+                typer.echo(f"  degraded: {problem}")
         else:
             typer.echo("  (not answering /readyz)")
     else:
