@@ -70,6 +70,16 @@ def test_platform_dirs_without_home() -> None:
     assert p.home is None and "aigov" in str(p.config_dir) and "aigov" in str(p.data_dir)
 
 
+def refused(home: Path, config_toml: str) -> str:
+    """The error that loading ``config_toml`` gives (it must give one, without the test's password)."""
+    (home / "config.toml").write_text(config_toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"AIGOV_HOME": str(home)})
+    message = str(info.value)
+    assert "s3cret" not in message
+    return message
+
+
 @pytest.mark.parametrize(
     ("url", "why"),
     [
@@ -82,12 +92,8 @@ def test_platform_dirs_without_home() -> None:
     ],
 )
 def test_a_bad_rate_limit_url_is_refused_with_its_file_and_line(home: Path, url: str, why: str) -> None:
-    (home / "config.toml").write_text(f"# limits\nrate_limit_url = {url!r}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(env={"AIGOV_HOME": str(home)})
-    message = str(info.value)
+    message = refused(home, f"# limits\nrate_limit_url = {url!r}\n")
     assert message.startswith(f"{home / 'config.toml'}:2: rate_limit_url ") and why in message, message
-    assert "s3cret" not in message
 
 
 @pytest.mark.parametrize("url", ["memory://", "redis://127.0.0.1:6379/15", "rediss://:pw@cache:6380",
@@ -107,13 +113,9 @@ def test_good_rate_limit_urls_are_accepted(home: Path, url: str) -> None:
     ],
 )
 def test_a_postgresql_url_must_name_a_host_and_a_database(home: Path, url: str, lacks: str) -> None:
-    (home / "config.toml").write_text(f"database_url = {url!r}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(env={"AIGOV_HOME": str(home)})
-    message = str(info.value)
+    message = refused(home, f"database_url = {url!r}\n")
     assert message.startswith(f"{home / 'config.toml'}:1: database_url "), message
     assert message.endswith(f"{lacks}: write it postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"), message
-    assert "s3cret" not in message
 
 
 @pytest.mark.parametrize("url", ["postgresql://aigov@db.internal/aigov",
