@@ -342,19 +342,16 @@ def mask_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    netloc, slash, tail = rest.partition("/")
+    rest, q, query = rest.partition("?")  # first: a query may follow the host with no "/" between
+    netloc, slash, path = rest.partition("/")
     userinfo, at, host = netloc.rpartition("@")
     if at and ":" in userinfo:
         userinfo = userinfo.split(":", 1)[0] + ":***"
-    elif at and scheme.startswith("redis") and userinfo:  # redis://PASSWORD@host is a password alone
-        userinfo = "***"
+    elif at and scheme.startswith("redis") and userinfo:  # redis://PASSWORD@host: a password alone, as
+        userinfo = "***"  # people write it (PostgreSQL's user part alone is a user name)
     masked = f"{userinfo}{at}{host}" if at else netloc
-    # A password in the query string (?password=...) is masked too.
-    if "password=" in tail:
-        import re
-
-        tail = re.sub(r"(password=)[^&]*", r"\1***", tail)
-    return f"{scheme}{sep}{masked}{slash}{tail}"
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", query)  # ?password=... too
+    return f"{scheme}{sep}{masked}{slash}{path}{q}{query}"
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

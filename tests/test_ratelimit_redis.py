@@ -92,6 +92,7 @@ def test_bad_urls_refused_with_the_password_masked(url: str, why: str) -> None:
     ("redis://cache:6379/0", "redis://cache:6379/0"),
     ("unix:///r.sock?db=1&password=s3cret", "unix:///r.sock?db=1&password=***"),
     ("rediss://:p%40ss:w@cache/0", "rediss://:***@cache/0"),
+    ("redis://s3cret@cache/0", "redis://***@cache/0"),  # a user part alone may well be a password
 ])
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked

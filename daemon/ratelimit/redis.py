@@ -29,7 +29,6 @@ import os
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 try:
     from redis.asyncio.connection import AbstractConnection, Connection, parse_url
@@ -37,6 +36,7 @@ try:
 except ImportError as e:  # an optional extra: say which
     raise ImportError(f"the Redis rate limiter needs the redis extra: pip install 'aigov[redis]' ({e})") from e
 
+from daemon.config import mask_url  # one rule for every URL the daemon shows
 from daemon.ratelimit.interface import (
     FAILURE_WINDOW,
     MAX_FAILURES,
@@ -138,29 +138,6 @@ def pack(*args: str | bytes | int | float) -> bytes:
 
 
 _LOAD_SCRIPTS = tuple(pack("SCRIPT", "LOAD", s) for s in _SCRIPTS)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the user part or the query) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            user = user.split(":", 1)[0] + ":***"
-        netloc = f"{user}@{host}"
-    query = parts.query
-    if query:
-        pairs = []
-        for item in query.split("&"):
-            name, eq, _value = item.partition("=")
-            pairs.append(f"{name}=***" if name == "password" and eq else item)
-        query = "&".join(pairs)
-    # Not urlunsplit: it drops the empty host of unix:///PATH.
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def connection_options(url: str, timeout: float) -> dict[str, Any]:
