@@ -278,10 +278,11 @@ def _retry_after(value: str | None) -> float:
     return seconds if math.isfinite(seconds) and seconds >= 0 else 1.0
 
 
-# OpenSSL's verify codes, grouped by what the caller can do about them.
-_NAME_MISMATCH = frozenset((62, 64))  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
-_UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))  # no trusted CA signed it (self-signed, or an unknown issuer)
-_OUT_OF_DATE = frozenset((9, 10))  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
+# OpenSSL's verify codes, grouped by what the caller can do about them (the load tester's advice uses
+# them too).
+TLS_NAME_MISMATCH = frozenset((62, 64))  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+TLS_UNKNOWN_ISSUER = frozenset((2, 18, 19, 20, 21))  # no trusted CA signed it (self-signed, or an unknown issuer)
+TLS_OUT_OF_DATE = frozenset((9, 10))  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
 
 
 class _Base:
@@ -391,14 +392,14 @@ class _Base:
         if not isinstance(e, ssl.SSLCertVerificationError):
             return _why(e)
         what = e.verify_message or str(e)
-        if e.verify_code in _NAME_MISMATCH:
+        if e.verify_code in TLS_NAME_MISMATCH:
             return (f"TLS certificate is not for {self._target.host} ({what}): use a host name the certificate "
                     f"names, or re-issue it with {self._target.host} in its subjectAltName")
-        if e.verify_code in _OUT_OF_DATE:
+        if e.verify_code in TLS_OUT_OF_DATE:
             return f"TLS certificate is not valid now ({what}): renew it, or check this machine's clock"
-        if e.verify_code in _UNKNOWN_ISSUER and self._ca_source:
+        if e.verify_code in TLS_UNKNOWN_ISSUER and self._ca_source:
             return f"TLS certificate not trusted ({what}): the CA of {self._ca_source} did not sign it"
-        if e.verify_code in _UNKNOWN_ISSUER:
+        if e.verify_code in TLS_UNKNOWN_ISSUER:
             return f"TLS certificate not trusted ({what}); pass ca_file= or set AIGOV_CA_FILE to the CA that signed it"
         return f"TLS certificate not trusted ({what})"
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from aigov_cli.client import TLS_NAME_MISMATCH
 from aigov_cli.loadtest.corpus import PROBE_BODY, Corpus
 from aigov_cli.loadtest.engine import EngineConfig, PhaseResult, Tally, Tick
 from aigov_cli.loadtest.histogram import Histogram
@@ -356,7 +357,7 @@ async def run_loadtest(opts: RunOptions, admin: KeyAdmin | None, observer: Obser
         health = await request(target, "GET", "/healthz", timeout_s=5.0)
     except ssl.SSLCertVerificationError as e:
         why = e.verify_message or e.reason
-        if "mismatch" in str(why) or "match" in str(why):
+        if e.verify_code in TLS_NAME_MISMATCH:
             hint = "the certificate is for another host name or address: use a --url it names"
         elif target.ca_file is not None:
             hint = f"--ca-file {target.ca_file} did not sign it: pass the CA that did"
