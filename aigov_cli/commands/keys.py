@@ -95,11 +95,11 @@ def create(
         return await do_create(store, cfg, name=name, limit=limit, window=window, expires_in=expires, policy=policy)
 
     _, (rec, token) = _run(go)
-    from rich.markup import escape
-
     if as_json:
         print_json({**key_json(rec), "token": token})
         return
+    from rich.markup import escape
+
     c = console()
     c.print(f"Created key [bold]{rec.key_id}[/] ({escape(printable(rec.name))}), "
             f"rate limit {key_json(rec)['rate_limit']}, policy {rec.policy}, expires {iso(rec.expires_at) or 'never'}.")

@@ -82,12 +82,9 @@ class PgTarget:
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(f"database_url {masked}: not a postgresql:// URL")
-        if why := postgresql_url_problem(url):
+        if why := postgresql_url_problem(url):  # the port's number among what it checks
             raise ConfigError(f"database_url {masked}: {why}")
-        try:
-            port = parts.port or 5432
-        except ValueError:
-            raise ConfigError(f"database_url {masked}: the port must be a number from 1 to 65535") from None
+        port = parts.port or 5432
         query = parse_qsl(parts.query, keep_blank_values=True)
         schema = next((v for k, v in query if k == "schema"), "public")
         if not _SCHEMA_NAME.match(schema):
