@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,18 @@ class Response:
     def json(self) -> Any:
         """The body parsed as JSON."""
         return json.loads(self.body)
+
+
+def until(condition: Callable[[], bool], limit: float = 30.0, failure: Callable[[], str] | None = None,
+          step: float = 0.05) -> float:
+    """Check ``condition()`` every ``step`` seconds until it holds; the seconds it took. After ``limit``
+    seconds the test fails, with ``failure()`` when given."""
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > limit:
+            raise AssertionError(failure() if failure else f"not within {limit} s")
+        time.sleep(step)
+    return time.monotonic() - t0
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import Backend, drop_schema, needs_postgres, new_schema, schema_url
-from tests.daemon_proc import DaemonProc, cli, running_daemon
+from tests.daemon_proc import DaemonProc, cli, running_daemon, until
 from tests.pg_cluster import Cluster, needs_initdb
 
 pytestmark = [needs_postgres, pytest.mark.e2e, pytest.mark.slow]
@@ -33,16 +33,6 @@ def _homes(tmp_path: Path, url: str, n: int) -> list[Path]:
                                        "log_flush_interval = 0.2\n")
         homes.append(h)
     return homes
-
-
-def _until(cond: object, limit: float, step: float = 0.02) -> float:
-    """Poll ``cond()`` until true; the seconds it took (raises after ``limit``)."""
-    t0 = time.monotonic()
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() - t0 > limit:
-            raise AssertionError(f"not within {limit} s")
-        time.sleep(step)
-    return time.monotonic() - t0
 
 
 @pytest.fixture
@@ -68,7 +58,7 @@ def test_two_daemons_share_keys_and_one_audit_log(tmp_path: Path, url: str) -> N
         assert r.returncode == 0, r.stderr
         token = json.loads(r.stdout)["token"]
         for d in daemons:  # created through one daemon's home, known to both
-            _until(lambda d=d: d.check(token, BODY).status == 200, 5)
+            until(lambda d=d: d.check(token, BODY).status == 200, 5)
 
         # 10,000 checks spread over both.
         def one(i: int) -> int:
@@ -82,7 +72,7 @@ def test_two_daemons_share_keys_and_one_audit_log(tmp_path: Path, url: str) -> N
         assert cli(b_home, "keys", "revoke", json.loads(r.stdout)["key_id"]).returncode == 0
         t0 = time.monotonic()
         for d in daemons:
-            _until(lambda d=d: d.check(token, BODY).status == 401, 1.0 - (time.monotonic() - t0), 0.01)
+            until(lambda d=d: d.check(token, BODY).status == 401, 1.0 - (time.monotonic() - t0), step=0.01)
         for d in daemons:
             assert d.stop() == 0
     n, reports = _verify(url, a_home)
@@ -104,7 +94,7 @@ def test_the_database_stopped_for_5s_under_load_loses_nothing(tmp_path: Path) ->
         other: list[int] = []
         stop = threading.Event()
         with running_daemon(home) as d:
-            _until(lambda: d.check(token, BODY).status == 200, 5)
+            until(lambda: d.check(token, BODY).status == 200, 5)
 
             def load() -> None:
                 i = 0
@@ -120,11 +110,11 @@ def test_the_database_stopped_for_5s_under_load_loses_nothing(tmp_path: Path) ->
             threads = [threading.Thread(target=load) for _ in range(2)]
             for t in threads:
                 t.start()
-            _until(lambda: len(answered) > 200, 10)
+            until(lambda: len(answered) > 200, 10)
             cluster.stop()
             down = time.monotonic()
             # Readiness says so while the checks go on being answered (and queued).
-            _until(lambda: d.request("GET", "/readyz").status == 503, 5)
+            until(lambda: d.request("GET", "/readyz").status == 503, 5)
             ready = d.request("GET", "/readyz").json()
             assert any("database" in p for p in ready["problems"]), ready
             during = len(answered)
@@ -132,7 +122,7 @@ def test_the_database_stopped_for_5s_under_load_loses_nothing(tmp_path: Path) ->
             assert len(answered) > during  # answered all along
             assert d.proc.poll() is None
             cluster.start()
-            _until(lambda: d.request("GET", "/readyz").status == 200, 30, 0.1)
+            until(lambda: d.request("GET", "/readyz").status == 200, 30, step=0.1)
             stop.set()
             for t in threads:
                 t.join()

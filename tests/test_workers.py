@@ -13,7 +13,7 @@ import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from daemon.pidfile import PidFile
-from tests.daemon_proc import DaemonProc, cli, create_key, running_daemon
+from tests.daemon_proc import DaemonProc, cli, create_key, running_daemon, until
 from tests.redis_helpers import REDIS_URL, PrivateRedis, delete_prefix, needs_redis, unique_prefix
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -32,14 +32,6 @@ def status(home: Path, **env: str) -> dict[str, Any]:
     r = cli(home, "status", "--json", **env)
     data: dict[str, Any] = json.loads(r.stdout)
     return data
-
-
-def until(condition: Callable[[], bool], failure: Callable[[], str], limit: float = 30.0) -> None:
-    """Check ``condition()`` every 0.05 s until it holds; fail with ``failure()`` after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, failure()
-        time.sleep(0.05)
 
 
 def wait_for_workers(home: Path, n: int, limit: float = 60.0, **env: str) -> list[int]:
@@ -206,7 +198,7 @@ def test_metrics_are_the_same_whichever_worker_answers(home: Path, prefix: str) 
             return seen
 
         # Every worker shares its counters each second: poll (a loaded machine may stretch that second).
-        until(lambda: totals() == {120.0}, lambda: f"scrapes disagree or fall short: {totals()}", limit=15)
+        until(lambda: totals() == {120.0}, 15, lambda: f"scrapes disagree or fall short: {totals()}")
 
 
 @needs_redis
@@ -221,13 +213,13 @@ def test_a_dead_worker_is_restarted_and_sighup_reaches_every_worker(home: Path, 
             return list(status(home, **env).get("workers") or [])
 
         until(lambda: len(now := workers()) == 2 and pids[0] not in now,
-              lambda: f"the killed worker was not replaced: {status(home, **env)}", limit=60)
+              60, lambda: f"the killed worker was not replaced: {status(home, **env)}")
         now = workers()
         assert f"worker 0 (pid {pids[0]}) was killed by SIGKILL; restarting it" in d.output()
         assert f"worker 0 (pid {now[0]}) listening again" in d.output()
         # The survivor dies too: until it is back, the restarted worker alone listens, and answers.
         os.kill(pids[1], signal.SIGKILL)
-        until(lambda: pids[1] not in workers(), lambda: f"the killed survivor is still listed: {workers()}")
+        until(lambda: pids[1] not in workers(), 30, lambda: f"the killed survivor is still listed: {workers()}")
         assert [d.check(key["token"], BODY).status for _ in range(5)] == [200] * 5
         wait_for_workers(home, 2, **env)
         assert "Traceback" not in d.output()
@@ -277,7 +269,7 @@ def test_workers_drain_and_exit_when_their_parent_is_killed(home: Path, prefix: 
         assert d.check(key["token"], BODY).status == 200
         d.proc.kill()  # SIGKILL: the parent cannot pass anything on
         d.proc.wait(10)
-        until(lambda: all(gone(p) for p in pids), lambda: f"workers {pids} outlived their parent")
+        until(lambda: all(gone(p) for p in pids), 30, lambda: f"workers {pids} outlived their parent")
         assert d.output().count("stopped (") == 2  # each drained: finished its requests, wrote its decisions
     assert len(decision_ids(home)) == 1  # the one answered check was written before its worker exited
     with running_daemon(home, "--workers", "2", **env) as again:  # the home and its port are free again
@@ -309,7 +301,7 @@ def test_a_worker_that_cannot_start_again_is_retried_while_the_others_serve(home
         pids = wait_for_workers(home, 2, **env)
         policy.write_text(good + "\n[[rules]]\nid = \"broken\"\n")  # invalid, and nobody reloads it
         os.kill(pids[0], signal.SIGKILL)
-        until(lambda: "worker 0 could not start" in d.output(), d.output)
+        until(lambda: "worker 0 could not start" in d.output(), 30, d.output)
         assert status(home, **env)["workers"] == [pids[1]]
         assert d.check(key["token"], BODY).status == 200  # the other worker carries on
         policy.write_text(good)
@@ -351,7 +343,7 @@ def test_redis_hung_and_killed_under_load(home: Path, mode: str) -> None:
                     ready = d.request("GET", "/readyz")
                     return ready.status == 200 and "rate limiter" not in json.dumps(ready.json())
 
-                until(limiter_fine, lambda: "limits not enforced again after Redis came back", limit=5)
+                until(limiter_fine, 5, lambda: "limits not enforced again after Redis came back")
             # Exact again: a fresh key of limit 20, 100 at once.
             fresh = create_key(home, "after", "--rate-limit", "20/1h")
             statuses = [s for s, _ in asyncio.run(burst([d.url], fresh["token"], 100))]
